@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Train on a catalog once: detection -> thumbnails -> saliency/edge views -> training -> catalog index.
+#   ./run-training.sh [RECORDS.jsonl] [OUT_DIR]
+# Sizes and training length come from the environment: IM_HEIGHT, IM_WIDTH, IM_CHANNEL, EPOCHS,
+# DETECTOR, VIEWS. Every stage's records are kept in OUT_DIR, so a failed record can be traced.
+set -euo pipefail
+records=${1:-local_test_data/catalog.jsonl}
+out=${2:-out}
+base=$(dirname "$records")
+py=${PYTHON:-python3}
+here=$(cd "$(dirname "$0")" && pwd)
+size=(--im_height "${IM_HEIGHT:-128}" --im_width "${IM_WIDTH:-128}" --im_channel "${IM_CHANNEL:-3}")
+mkdir -p "$out"
+
+echo "== thumbnails" >&2
+"$py" "$here/thumbnail.py" --base_image_path "$base" --output_image_path "$out/views/thumbnail" "${size[@]}" \
+    < "$records" > "$out/thumbnails.jsonl"

@@ -1,0 +1,107 @@
+"""Image loading and saving shared by all stages: every format and mode in, uint8 RGB or gray out."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Larger images are refused as likely decompression bombs (PIL's own default is ~89 MP).
+MAX_PIXELS = 100_000_000
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class ImageError(ValueError):
+    """An image that cannot be read: missing, truncated, not an image, or too large."""
+
+
+def load_image(path: str | os.PathLike, *, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image as uint8, (H, W, 3) RGB for `channels=3` or (H, W) gray for `channels=1`.
+
+    EXIF orientation is applied, transparency is flattened onto white, 16-bit images are scaled
+    to 8 bits. Raises ImageError for anything that is not a readable image.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels!r}")
+    if not os.path.exists(path):
+        raise ImageError(f"no such file: {os.fspath(path)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageError(f"image of {width}x{height} pixels is over the limit of {max_pixels}")
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                array = _to_uint8(image, channels)
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"cannot read image {os.fspath(path)}: {exc}") from exc
+    return array
+
+
+def _to_uint8(image: Image.Image, channels: int) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        data = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or data.max() > 255 else 255.0
+        gray = np.clip(np.round(data / top * 255.0), 0, 255).astype(np.uint8)
+        image = Image.fromarray(gray, mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    image = image.convert("L" if channels == 1 else "RGB")
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Convert a uint8 image between gray (H, W) and RGB (H, W, 3)."""
+    if channels == 3:
+        if image.ndim == 2:
+            return np.repeat(image[:, :, None], 3, axis=2)
+        if image.shape[2] == 1:
+            return np.repeat(image, 3, axis=2)
+        return image
+    if channels == 1:
+        if image.ndim == 2:
+            return image
+        if image.shape[2] == 1:
+            return image[:, :, 0]
+        return np.asarray(Image.fromarray(image).convert("L"))
+    raise ValueError(f"channels must be 1 or 3, not {channels!r}")
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95) -> str:
+    """Write a uint8 image atomically (temporary file, then rename); the format follows the suffix."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"save_image wants uint8 pixels, not {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    picture = Image.fromarray(array)
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), "PNG")
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    try:
+        with os.fdopen(handle, "wb") as out:
+            picture.save(out, format=fmt, **options)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Crop each record's main object, pad and resize it to a fixed thumbnail."""
+
+import sys
+
+from simfusion.thumbnail import main
+
+if __name__ == "__main__":
+    sys.exit(main())
