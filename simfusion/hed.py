@@ -40,7 +40,10 @@ def edge_maps(images: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
     """HED edge probabilities in [0, 1], float32 (N, H, W), for a batch of same-sized images."""
     model = load_hed()
     batch = preprocess(images)
-    out = [model(batch[i : i + batch_size], training=False).numpy()[..., 0] for i in range(0, len(batch), batch_size)]
+    out = [
+        model(batch[i : i + batch_size], training=False).numpy()[..., 0]
+        for i in range(0, len(batch), batch_size)
+    ]
     return np.concatenate(out).astype(np.float32) if out else np.zeros(batch.shape[:3], np.float32)
 
 

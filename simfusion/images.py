@@ -43,7 +43,13 @@ def load_image(path: str | os.PathLike, *, channels: int = 3, max_pixels: int = 
                 array = _to_uint8(image, channels)
     except ImageError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise ImageError(f"cannot read image {os.fspath(path)}: {exc}") from exc
     return array
 

@@ -23,7 +23,9 @@ RECORD_FAILURES = (ImageError, RecordError, OSError)
 
 def add_image_arguments(parser: argparse.ArgumentParser, *, output: bool = True, size: bool = True) -> None:
     """The prototype's flags, kept working: input and output folders and the thumbnail size."""
-    parser.add_argument("--base_image_path", default=".", help="folder the records' image paths are relative to")
+    parser.add_argument(
+        "--base_image_path", default=".", help="folder the records' image paths are relative to"
+    )
     if output:
         parser.add_argument("--output_image_path", help="folder to write this stage's images under")
     if size:
@@ -97,7 +99,7 @@ def run_stage(
                 done = process_batch([batch[i] for i in places])
                 if len(done) != len(places):
                     raise RuntimeError(f"{stage}: batch returned {len(done)} records for {len(places)}")
-                for i, record in zip(places, done):
+                for i, record in zip(places, done, strict=True):
                     batch[i] = record
             for record in batch:
                 write_record(record, stdout)

@@ -18,7 +18,9 @@ STAGE = "thumbnail"
 FILLS = ("border", "white", "black", "gray")
 
 
-def clip_box(box: Sequence[float], shape: tuple[int, ...], *, margin: float = 0.0) -> tuple[int, int, int, int]:
+def clip_box(
+    box: Sequence[float], shape: tuple[int, ...], *, margin: float = 0.0
+) -> tuple[int, int, int, int]:
     """Grow `box` [x0, y0, x1, y1] by `margin` of its size on every side and clip it to the image.
 
     Raises ValueError for a box that is not four numbers or has no area inside the image.
@@ -44,8 +46,12 @@ def fill_value(image: np.ndarray, fill: str) -> np.ndarray:
     channels = 1 if image.ndim == 2 else image.shape[2]
     if fill == "border":
         edge = np.concatenate(
-            [image[0].reshape(-1, channels), image[-1].reshape(-1, channels),
-             image[:, 0].reshape(-1, channels), image[:, -1].reshape(-1, channels)]
+            [
+                image[0].reshape(-1, channels),
+                image[-1].reshape(-1, channels),
+                image[:, 0].reshape(-1, channels),
+                image[:, -1].reshape(-1, channels),
+            ]
         )
         return np.median(edge, axis=0).astype(np.uint8)
     levels = {"white": 255, "black": 0, "gray": 128}
@@ -115,8 +121,13 @@ def thumbnail_record(
         image = load_image(os.path.join(base_path, record_path(record)), channels=3)
         try:
             thumb = make_thumbnail(
-                image, height=height, width=width, channels=channels,
-                box=record.get("box"), margin=margin, fill=fill,
+                image,
+                height=height,
+                width=width,
+                channels=channels,
+                box=record.get("box"),
+                margin=margin,
+                fill=fill,
             )
         except ValueError as exc:
             raise RecordError(exc) from exc
@@ -137,8 +148,12 @@ def build_parser():
         "the thumbnail's aspect and resize. Records on stdin, enriched records on stdout.",
     )
     add_image_arguments(parser)
-    parser.add_argument("--margin", type=float, default=0.1, help="margin around the box, as a share of its size")
-    parser.add_argument("--fill", choices=FILLS, default="border", help="padding colour (border: the image's own)")
+    parser.add_argument(
+        "--margin", type=float, default=0.1, help="margin around the box, as a share of its size"
+    )
+    parser.add_argument(
+        "--fill", choices=FILLS, default="border", help="padding colour (border: the image's own)"
+    )
     add_run_arguments(parser)
     return parser
 
