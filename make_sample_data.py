@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Build local_test_data/: the small sample catalog, from Fashion-MNIST and bundled photos."""
+
+import sys
+
+from simfusion.sample_data import main
+
+if __name__ == "__main__":
+    sys.exit(main())
