@@ -15,3 +15,7 @@ mkdir -p "$out"
 echo "== thumbnails" >&2
 "$py" "$here/thumbnail.py" --base_image_path "$base" --output_image_path "$out/views/thumbnail" "${size[@]}" \
     < "$records" > "$out/thumbnails.jsonl"
+
+echo "== saliency, edge and foreground views" >&2
+"$py" "$here/saliency.py" --base_image_path "$out/views/thumbnail" --output_image_path "$out/views" \
+    ${EDGES:+--edges "$EDGES"} < "$out/thumbnails.jsonl" > "$out/views.jsonl"

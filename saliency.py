@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Write saliency, edge and foreground views of each record's thumbnail."""
+
+import sys
+
+from simfusion.saliency import main
+
+if __name__ == "__main__":
+    sys.exit(main())
