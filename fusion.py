@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Build the catalog's fused search index, or add / remove catalog items without retraining."""
+
+import sys
+
+from simfusion.catalog_index import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Find the catalog items most similar to query images (fused index, business rules, montage)."""
+
+import sys
+
+from simfusion.predict import main
+
+if __name__ == "__main__":
+    sys.exit(main())

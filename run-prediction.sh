@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Query a catalog trained by run-training.sh: the most similar catalog items to one image.
+#   ./run-prediction.sh QUERY_IMAGE [OUT_DIR]
+# Uses the model in OUT_DIR/model; writes OUT_DIR/prediction.jsonl and OUT_DIR/recommendations.png
+# and prints the results JSON on stdout. TOP_K (default 10) and PREDICT_ARGS (extra predict.py
+# flags, e.g. "--same_category") come from the environment.
+set -euo pipefail
+if [ $# -lt 1 ]; then
+    echo "usage: $0 QUERY_IMAGE [OUT_DIR]" >&2
+    exit 2
+fi
+query=$1
+out=${2:-out}
+py=${PYTHON:-python3}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out"
+# shellcheck disable=SC2086  # PREDICT_ARGS is a list of flags
+"$py" "$here/predict.py" --model_save_path "$out/model" --output_image_path "$out" \
+    --top_k "${TOP_K:-10}" ${PREDICT_ARGS:-} "$query" > "$out/prediction.jsonl" || status=$?
+cat "$out/prediction.jsonl"
+exit "${status:-0}"

@@ -1,0 +1,133 @@
+"""Business rules over ranked hits: same category, field filters, excluded ids, score boosts.
+
+Pure functions over lists of hits ({id, score, scores, ...the catalog record's fields}); the
+caller searches more candidates than it shows, applies the rules, then keeps the top k.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Hit = dict[str, Any]
+CATEGORY_KEY = "category"
+
+
+@dataclass(frozen=True)
+class Boost:
+    """Multiply the score of hits whose `key` field equals `value` by `factor`."""
+
+    key: str
+    value: str
+    factor: float
+
+
+@dataclass
+class Rules:
+    """The rules one query is ranked under; the empty Rules() changes nothing."""
+
+    filters: dict[str, str] = field(default_factory=dict)
+    exclude_ids: set[str] = field(default_factory=set)
+    boosts: list[Boost] = field(default_factory=list)
+    same_category: bool = False
+    category_key: str = CATEGORY_KEY
+
+    def __bool__(self) -> bool:
+        return bool(self.filters or self.exclude_ids or self.boosts or self.same_category)
+
+
+def parse_filters(items: Iterable[str]) -> dict[str, str]:
+    """`key=value` strings -> {key: value}; several filters must all match."""
+    filters = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"a filter is key=value, not {item!r}")
+        filters[key.strip()] = value.strip()
+    return filters
+
+
+def parse_boosts(items: Iterable[str]) -> list[Boost]:
+    """`key=value:factor` strings -> Boosts; factor > 1 promotes, between 0 and 1 demotes."""
+    boosts = []
+    for item in items:
+        condition, sep, number = item.rpartition(":")
+        key, eq, value = condition.partition("=")
+        if not sep or not eq or not key.strip():
+            raise ValueError(f"a boost is key=value:factor, not {item!r}")
+        try:
+            factor = float(number)
+        except ValueError:
+            raise ValueError(f"the factor of boost {item!r} is not a number") from None
+        if not factor > 0:
+            raise ValueError(f"the factor of boost {item!r} must be > 0")
+        boosts.append(Boost(key.strip(), value.strip(), factor))
+    return boosts
+
+
+def parse_ids(text: str | None) -> set[str]:
+    """`a,b,c` -> {"a", "b", "c"}."""
+    return {part.strip() for part in (text or "").split(",") if part.strip()}
+
+
+def field_text(value: Any) -> str | None:
+    """A record field as the text a rule compares with: strings as is, other values as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def matches(record: Mapping[str, Any], filters: Mapping[str, str]) -> bool:
+    """True when every `key=value` filter equals the record's field exactly."""
+    return all(field_text(record.get(key)) == value for key, value in filters.items())
+
+
+def boosted(score: float, factor: float) -> float:
+    # a factor above 1 must promote even a negative (dissimilar) score, so it divides those
+    return score * factor if score >= 0 else score / factor
+
+
+def infer_category(hits: Sequence[Hit], *, key: str = CATEGORY_KEY, top: int = 10) -> str | None:
+    """The category of a query without one: a vote of its `top` neighbours weighted by score.
+
+    Scores are shifted to be positive (the worst of the voters counts a little), so cosine and
+    rrf scores both work; ties go to the category of the better-ranked neighbour.
+    """
+    voters = [hit for hit in hits[:top] if field_text(hit.get(key)) not in (None, "")]
+    if not voters:
+        return None
+    low = min(float(hit["score"]) for hit in voters)
+    spread = max(float(hit["score"]) for hit in voters) - low
+    votes: dict[str, float] = {}
+    for hit in voters:
+        name = field_text(hit[key])
+        votes[name] = votes.get(name, 0.0) + (float(hit["score"]) - low) + 0.1 * spread + 1e-9
+    return max(votes, key=votes.__getitem__)  # dicts keep insertion (rank) order, max keeps the first
+
+
+def apply_rules(hits: Sequence[Hit], rules: Rules, *, category: str | None = None) -> list[Hit]:
+    """Keep the hits the rules allow, boost their scores, re-rank best first.
+
+    `category` is the query's category for `same_category` (None keeps no hit, as nothing can
+    be said to match). Boosted hits keep their original score as `raw_score`.
+    """
+    out = []
+    for hit in hits:
+        if str(hit.get("id")) in rules.exclude_ids:
+            continue
+        if not matches(hit, rules.filters):
+            continue
+        if rules.same_category and (category is None or field_text(hit.get(rules.category_key)) != category):
+            continue
+        factor = 1.0
+        for boost in rules.boosts:
+            if field_text(hit.get(boost.key)) == boost.value:
+                factor *= boost.factor
+        if factor != 1.0:
+            hit = {**hit, "raw_score": hit["score"], "score": round(boosted(float(hit["score"]), factor), 6)}
+        out.append(hit)
+    return sorted(out, key=lambda hit: -float(hit["score"]))  # stable: ties keep their ranking

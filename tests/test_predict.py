@@ -1,0 +1,278 @@
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO, SAMPLE_DATA
+from PIL import Image
+from test_catalog_index import synthetic_store
+
+from simfusion.catalog_index import build_catalog_index, index_path
+from simfusion.catalog_index import main as fusion_main
+from simfusion.features import store_path
+from simfusion.fusion import transform
+from simfusion.index import save_index
+from simfusion.montage import montage_size
+from simfusion.predict import Catalog, load_catalog, main, rank
+from simfusion.rules import Rules
+
+
+@pytest.fixture
+def cli(capsys, caplog, monkeypatch):
+    """Call a main(argv) with stdin: (exit code, JSON lines of stdout, stderr and log text)."""
+
+    def call(fn, argv, stdin=""):
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        caplog.clear()
+        code = fn(argv)
+        out, err = capsys.readouterr()
+        return code, [json.loads(line) for line in out.splitlines() if line.strip()], err + caplog.text
+
+    return call
+
+
+def synthetic_model(folder, **store_options):
+    """A synthetic store, its index, and a training.json naming its views (no trained encoders)."""
+    ids, records, views = synthetic_store(folder, **store_options)
+    save_index(build_catalog_index(store_path(folder)), index_path(folder))
+    info = {
+        "input_size": [32, 32, 3],
+        "views": {view: {"kind": "autoencoder", "source": view} for view in views},
+    }
+    with open(os.path.join(folder, "training.json"), "w") as out:
+        json.dump(info, out)
+    return ids, records, views
+
+
+# ---------------------------------------------------------------- ranking and rules (no encoders)
+
+
+def test_rank_applies_rules_and_searches_more_when_they_filter(tmp_path):
+    ids, records, views = synthetic_model(tmp_path, n=60)
+    catalog = load_catalog(tmp_path)
+    queries = transform({view: maps[:3] for view, (_, maps, _) in views.items()}, catalog.index.params)
+    plain = rank(catalog, queries, records[:3], top_k=5)
+    assert [hits[0]["id"] for hits, _ in plain] == ids[:3]
+    assert plain[0][0][0]["category"] == records[0]["category"]  # record fields come with each hit
+
+    rules = Rules(filters={"brand": "acme"}, exclude_ids={ids[1]})
+    for hits, _ in rank(catalog, queries, records[:3], top_k=25, rules=rules, candidate_factor=1):
+        assert len(hits) == 25 and all(hit["brand"] == "acme" for hit in hits)
+        assert ids[1] not in {hit["id"] for hit in hits}
+
+    unlabelled = [{"id": "q", "image": "q.jpg"} for _ in range(3)]
+    for row, (hits, inferred) in enumerate(
+        rank(catalog, queries, unlabelled, top_k=5, rules=Rules(same_category=True))
+    ):
+        assert inferred == records[row]["category"]
+        assert hits and all(hit["category"] == inferred for hit in hits)
+    # nothing to infer from: the rule is ignored rather than returning nothing
+    bare = Catalog(catalog.index, {key: {"id": key} for key in catalog.records}, str(tmp_path))
+    hits, inferred = rank(bare, queries, unlabelled, top_k=5, rules=Rules(same_category=True))[0]
+    assert inferred is None and len(hits) == 5
+    given = [{"id": "q", "category": "bag"}] * 3
+    for hits, inferred in rank(catalog, queries, given, top_k=5, rules=Rules(same_category=True)):
+        assert inferred is None and all(hit["category"] == "bag" for hit in hits)
+
+
+def test_empty_catalog_gives_no_results(tmp_path):
+    _, records, views = synthetic_model(tmp_path, n=10)
+    catalog = load_catalog(tmp_path)
+    from simfusion.index import remove_items
+
+    remove_items(catalog.index, list(catalog.index.ids))
+    queries = transform({view: maps[:1] for view, (_, maps, _) in views.items()}, catalog.index.params)
+    assert rank(Catalog(catalog.index, {}, str(tmp_path)), queries, records[:1], top_k=3) == [([], None)]
+
+
+# ---------------------------------------------------------------- clear errors
+
+
+def test_missing_store_or_index_is_a_clear_error(tmp_path, cli):
+    code, out, err = cli(main, ["--model_save_path", str(tmp_path), "q.jpg"])
+    assert code == 1 and not out and "no feature store" in err and "train.py" in err
+    synthetic_store(tmp_path)
+    code, _, err = cli(main, ["--model_save_path", str(tmp_path), "q.jpg"])
+    assert code == 1 and "no index at" in err and "fusion.py" in err
+
+
+def test_store_or_index_of_another_version_is_a_clear_error(tmp_path, cli):
+    synthetic_model(tmp_path)
+    with open(os.path.join(index_path(tmp_path), "index.json")) as stream:
+        meta = json.load(stream)
+    meta["format_version"] = 99
+    with open(os.path.join(index_path(tmp_path), "index.json"), "w") as stream:
+        json.dump(meta, stream)
+    code, _, err = cli(main, ["--model_save_path", str(tmp_path), "q.jpg"])
+    assert code == 1 and "index format version 99" in err and "rebuild it with fusion.py" in err
+
+    synthetic_model(tmp_path)
+    synthetic_store(tmp_path, created="2027-01-01T00:00:00+00:00")  # retrained, index not rebuilt
+    code, _, err = cli(main, ["--model_save_path", str(tmp_path), "q.jpg"])
+    assert code == 1 and "another model or training run" in err
+
+    with h5py.File(store_path(tmp_path), "r+") as file:
+        file.attrs["format_version"] = 7
+    code, _, err = cli(main, ["--model_save_path", str(tmp_path), "q.jpg"])
+    assert code == 1 and "format version 7" in err
+
+
+def test_unknown_view_and_bad_rules_exit_2(tmp_path, cli, capsys):
+    synthetic_model(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli(main, ["--model_save_path", str(tmp_path), "--views", "colour", "q.jpg"])
+    assert exit_info.value.code == 2 and "unknown view(s) colour" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli(main, ["--model_save_path", str(tmp_path), "--boost", "brand:2", "q.jpg"])
+    assert exit_info.value.code == 2 and "key=value:factor" in capsys.readouterr().err
+
+
+def test_unreadable_query_gives_an_error_record_and_exit_1(tmp_path, cli):
+    synthetic_model(tmp_path)
+    broken = os.path.join(SAMPLE_DATA, "broken", "truncated.jpg")
+    records = [{"id": "gone", "image": "missing.jpg"}, {"id": "bad", "image": broken}, {"nothing": 1}]
+    code, out, err = cli(main, ["--model_save_path", str(tmp_path)], "\n".join(map(json.dumps, records)))
+    assert code == 1
+    assert [record.get("id") for record in out] == ["gone", "bad", None]
+    assert all("error" in record and "results" not in record for record in out)
+    assert out[0]["error"].startswith("predict: no such file") and "cannot read image" in out[1]["error"]
+    assert "no image path" in out[2]["error"]
+
+
+# ---------------------------------------------------------------- end to end with a tiny trained model
+
+
+SAMPLE_CLASSES = ("sneaker", "trouser", "bag", "dress", "sandal")
+
+
+def sample_records(per_class=4):
+    records = []
+    with open(os.path.join(SAMPLE_DATA, "catalog.jsonl")) as stream:
+        for record in map(json.loads, stream):
+            if record.get("category") in SAMPLE_CLASSES and "fashion" in record.get("image", ""):
+                if sum(r["category"] == record["category"] for r in records) < per_class + 1:
+                    records.append(record)
+    return records
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """OUT/model trained for 1 epoch at 32x32 on 20 sample images (thumbnail and foreground views).
+
+    One more image per class is held out to be added and queried.
+    """
+    from simfusion.saliency import saliency_records
+    from simfusion.thumbnail import thumbnail_record
+    from simfusion.training import main as train_main
+
+    out = tmp_path_factory.mktemp("out")
+    records = sample_records()
+    held_out = [next(r for r in reversed(records) if r["category"] == c) for c in SAMPLE_CLASSES]
+    catalog = [r for r in records if r not in held_out]
+    views = str(out / "views")
+    for record in catalog:
+        thumbnail_record(
+            record, base_path=SAMPLE_DATA, output_path=os.path.join(views, "thumbnail"), height=32, width=32
+        )
+    catalog = saliency_records(
+        catalog, base_path=os.path.join(views, "thumbnail"), output_path=views, views=("foreground",)
+    )
+    stdin = io.StringIO("\n".join(json.dumps(r) for r in catalog))
+    model = str(out / "model")
+    argv = [
+        "--model_save_path",
+        model,
+        "--base_image_path_for_model",
+        views,
+        "--im_height",
+        "32",
+        "--im_width",
+        "32",
+        "--views",
+        "thumbnail,foreground",
+        "--epochs",
+        "1",
+        "--batch_size",
+        "8",
+        "--no_progress",
+    ]
+    assert train_main(argv, stdin=stdin, stdout=io.StringIO()) == 0
+    assert fusion_main(["--model_save_path", model, "--whiten"]) == 0
+    return {"out": str(out), "model": model, "catalog": catalog, "held_out": held_out}
+
+
+@pytest.mark.slow
+def test_end_to_end_query_add_remove_and_montage(trained, cli, tmp_path):
+    model, catalog, held_out = trained["model"], trained["catalog"], trained["held_out"]
+    shutil.copytree(model, tmp_path / "model")  # --add and --remove change the store and the index
+    model = str(tmp_path / "model")
+    query = os.path.join(SAMPLE_DATA, catalog[0]["image"])
+    code, out, _ = cli(
+        main, ["--model_save_path", model, "--top_k", "5", "--output_image_path", str(tmp_path), query]
+    )
+    assert code == 0 and len(out) == 1 and out[0]["image"] == query
+    results = out[0]["results"]
+    assert len(results) == 5 and catalog[0]["id"] in [hit["id"] for hit in results[:3]]
+    assert set(results[0]) >= {"id", "score", "scores", "category", "price"}
+    assert set(results[0]["scores"]) == {"thumbnail", "foreground"}
+    assert [hit["score"] for hit in results] == sorted((hit["score"] for hit in results), reverse=True)
+    with Image.open(tmp_path / "recommendations.png") as picture:
+        assert picture.size == montage_size(1, 5)
+
+    # add the held-out images without retraining: each is then its own best match
+    added = "\n".join(json.dumps(record) for record in held_out)
+    code, out, _ = cli(
+        fusion_main, ["--model_save_path", model, "--add", "--base_image_path", SAMPLE_DATA], added
+    )
+    assert code == 0 and all(record["indexed"] for record in out)
+    code, out, _ = cli(
+        fusion_main, ["--model_save_path", model, "--add", "--base_image_path", SAMPLE_DATA], added
+    )
+    assert code == 1 and all("already in the catalog" in record["error"] for record in out)
+    stdin = "\n".join(json.dumps({"id": f"q{i}", "image": r["image"]}) for i, r in enumerate(held_out))
+    argv = ["--model_save_path", model, "--base_image_path", SAMPLE_DATA, "--top_k", "3"]
+    code, out, _ = cli(main, argv + ["--same_category", "--filter", "currency=EUR"], stdin)
+    assert code == 0
+    for record, expected in zip(out, held_out, strict=True):
+        assert record["results"][0]["id"] == expected["id"]
+        assert record["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+        assert record["inferred_category"] == expected["category"]
+        assert all(hit["category"] == expected["category"] for hit in record["results"])
+
+    # remove them again: they disappear from the results
+    gone = ",".join(record["id"] for record in held_out)
+    code, out, _ = cli(fusion_main, ["--model_save_path", model, "--remove", gone])
+    assert code == 0 and out[0]["removed"] == 5
+    code, out, _ = cli(main, argv + ["--top_k", "20"], stdin)
+    assert code == 0 and not {r["id"] for r in held_out} & {hit["id"] for q in out for hit in q["results"]}
+
+
+@pytest.mark.slow
+def test_run_prediction_script(trained, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(trained["model"], out / "model")
+    env = {**os.environ, "PYTHON": sys.executable, "TOP_K": "4", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    query = os.path.join(SAMPLE_DATA, "query.jpg")
+    done = subprocess.run(
+        [os.path.join(REPO, "run-prediction.sh"), query, str(out)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(printed) == 1 and len(printed[0]["results"]) == 4
+    with open(out / "prediction.jsonl") as stream:
+        assert [json.loads(line) for line in stream] == printed
+    with Image.open(out / "recommendations.png") as picture:
+        assert picture.size == montage_size(1, 4)
+    # the montage shows the catalog's thumbnails, found in OUT/views beside OUT/model
+    array = np.asarray(Image.open(out / "recommendations.png"))
+    assert array.std() > 10
