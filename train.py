@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Train one unsupervised autoencoder per view and encode the catalog into the feature store."""
+
+import sys
+
+from simfusion.training import main
+
+if __name__ == "__main__":
+    sys.exit(main())
