@@ -312,7 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
     kind = "binary" if args.binary else args.index
     if args.binary and args.index not in ("auto", "binary"):
         parser.error(f"--binary and --index {args.index} disagree: give one of them")

@@ -275,7 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rules = rules_from(args, parser)
     configure_logging(args.log_level)
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
     try:
         catalog = load_catalog(args.model_save_path)
         pipeline = load_pipeline(args.model_save_path, detector=args.detector, edges=args.edges)

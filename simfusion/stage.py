@@ -50,8 +50,13 @@ def positive_int(text: str) -> int:
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Logs go to stderr; stdout is kept for records."""
+    """Logs go to stderr; stdout is kept for records. Quiets TensorFlow's C++ and FAISS's start-up chatter."""
+    import os
+
+    # Must be set before TensorFlow is first imported; the stages import it lazily.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def batched(items: Iterable[Record], size: int) -> Iterator[list[Record]]:
