@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train on a catalog once: detection -> thumbnails -> saliency/edge views -> training -> catalog index.
 #   ./run-training.sh [RECORDS.jsonl] [OUT_DIR]
-# Sizes and training length come from the environment: IM_HEIGHT, IM_WIDTH, IM_CHANNEL, EPOCHS,
-# DETECTOR, VIEWS. Every stage's records are kept in OUT_DIR, so a failed record can be traced.
+# Settings come from the environment: DETECTOR (objectness), DETECTION_IMAGES (set: draw the boxes),
+# IM_HEIGHT, IM_WIDTH, IM_CHANNEL (128, 128, 3), EDGES (hed; canny is fast), VIEWS, EPOCHS (5),
+# OBJECTIVE, FUSION_ARGS (extra fusion.py flags). Every stage's records are kept in OUT_DIR, so a failed record can be traced.
 set -euo pipefail
 records=${1:-local_test_data/catalog.jsonl}
 out=${2:-out}
@@ -12,9 +13,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 size=(--im_height "${IM_HEIGHT:-128}" --im_width "${IM_WIDTH:-128}" --im_channel "${IM_CHANNEL:-3}")
 mkdir -p "$out"
 
+echo "== object detection" >&2
+"$py" "$here/object_detection.py" --base_image_path "$base" --detector "${DETECTOR:-objectness}" \
+    ${DETECTION_IMAGES:+--output_image_path "$out/detections"} < "$records" > "$out/detections.jsonl"
+
 echo "== thumbnails" >&2
 "$py" "$here/thumbnail.py" --base_image_path "$base" --output_image_path "$out/views/thumbnail" "${size[@]}" \
-    < "$records" > "$out/thumbnails.jsonl"
+    < "$out/detections.jsonl" > "$out/thumbnails.jsonl"
 
 echo "== saliency, edge and foreground views" >&2
 "$py" "$here/saliency.py" --base_image_path "$out/views/thumbnail" --output_image_path "$out/views" \

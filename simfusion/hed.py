@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -61,3 +62,43 @@ def backbone_features(images: np.ndarray, *, block: str = "block5", batch_size: 
             x = layer(x)
         out.append(np.asarray(x))
     return np.concatenate(out).astype(np.float32)
+
+
+# HED answers the image frame itself as an edge; a mirrored margin this wide, cropped off after, removes it.
+FRAME_MARGIN = 16
+
+
+def edge_maps_unframed(
+    images: Sequence[np.ndarray], *, margin: int = FRAME_MARGIN, batch_size: int = 16
+) -> list[np.ndarray]:
+    """HED edge maps, float32 (H, W) in [0, 1], of uint8 images of any mix of sizes, without the frame.
+
+    Images of one orientation go through the network together, padded to a common size by
+    mirroring (which adds no edges), each with a mirrored `margin` all round that is cropped off
+    again, so the image frame is not drawn as an edge (0 turns that off).
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0 pixels, not {margin}")
+    out: list[np.ndarray | None] = [None] * len(images)
+    groups: dict[str, list[int]] = {}
+    for i, image in enumerate(images):
+        height, width = image.shape[:2]
+        groups.setdefault("wide" if width > height else "tall" if height > width else "square", []).append(i)
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            height = max(images[i].shape[0] for i in chunk)
+            width = max(images[i].shape[1] for i in chunk)
+            batch = np.stack([_pad_rgb(images[i], margin=margin, height=height, width=width) for i in chunk])
+            for i, edges in zip(chunk, edge_maps(batch, batch_size=batch_size), strict=True):
+                crop = edges[margin : margin + images[i].shape[0], margin : margin + images[i].shape[1]]
+                out[i] = np.clip(np.nan_to_num(crop), 0.0, 1.0).astype(np.float32)
+    return out  # type: ignore[return-value]
+
+
+def _pad_rgb(image: np.ndarray, *, margin: int, height: int, width: int) -> np.ndarray:
+    rgb = image.reshape(image.shape[:2] + (-1,))
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    pad_h, pad_w = height - rgb.shape[0], width - rgb.shape[1]
+    return np.pad(rgb, ((margin, margin + pad_h), (margin, margin + pad_w), (0, 0)), mode="symmetric")

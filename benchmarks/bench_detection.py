@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Benchmark: how well each detector finds an object pasted at a known box onto a real photo.
+
+Objects are cut out of the photos bundled with scikit-image (the coffee cup on its saucer, the
+cat's head, the astronaut, the model shuttle, the rocket, the logo) and of Fashion-MNIST products
+(when /usr/share/datasets/fashion-mnist is installed); they are pasted with a soft alpha edge, at
+seeded scales and positions, onto real backgrounds (scikit-image's brick, grass and gravel
+textures, scikit-learn's china.jpg and flower.jpg) and onto studio-style plain backgrounds (light
+gradient, noise, soft shadow) like product photos. The true box is the box around the pasted
+alpha mask. Reports per detector the mean IoU with the true box, the share with IoU >= 0.5 and
+images/s at the composites' own sizes, and writes section `detection` of BENCHMARKS.md.
+
+A second table runs the detectors on catalog photos whose product fills the frame (the
+Fashion-MNIST samples in local_test_data/fashion; true box: the product's pixels).
+
+The objectness method was tuned on seeds 0 and 1; the default seed 2 is held out.
+
+    python benchmarks/bench_detection.py [--n 60] [--seed 2] [--detectors objectness,saliency,full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import glob
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+log = logging.getLogger("bench_detection")
+
+SECTION = "detection"
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
+
+# Cut-outs from the bundled photos: unions of ellipses (cx, cy, rx, ry) in the photo's pixels.
+PHOTO_CUTOUTS = {
+    "coffee": ("coffee", [(278, 232, 203, 160)]),
+    "cat": ("chelsea", [(215, 150, 185, 150)]),
+    "astronaut": ("astronaut", [(228, 85, 78, 80), (195, 370, 170, 190)]),
+    "shuttle": ("astronaut", [(410, 110, 38, 110), (410, 225, 58, 45)]),
+    "rocket": ("rocket", [(322, 265, 20, 140)]),
+}
+
+
+def ellipse_mask(shape: tuple[int, int], ellipses: list[tuple[int, int, int, int]]) -> np.ndarray:
+    import cv2
+
+    mask = np.zeros(shape, np.uint8)
+    for cx, cy, rx, ry in ellipses:
+        cv2.ellipse(mask, (cx, cy), (rx, ry), 0, 0, 360, 255, -1)
+    return mask
+
+
+def load_objects(*, seed: int = 0, n_fashion: int = 6) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Cut-outs as (name, RGB uint8 (h, w, 3), alpha float32 (h, w) in [0, 1]), cropped to the alpha."""
+    import cv2
+    from skimage import data
+
+    objects = []
+    for name, (photo, ellipses) in PHOTO_CUTOUTS.items():
+        image = getattr(data, photo)()
+        alpha = ellipse_mask(image.shape[:2], ellipses)
+        objects.append((name, image, alpha))
+    logo = data.logo()
+    objects.append(("logo", logo[..., :3], logo[..., 3]))
+    try:
+        from simfusion.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+
+        images, labels = load_fashion_mnist("test")
+    except (ImportError, FileNotFoundError) as exc:
+        log.warning("no Fashion-MNIST products (%s)", exc)
+    else:
+        rng = np.random.default_rng(seed)
+        for index in rng.choice(len(images), n_fashion, replace=False):
+            gray = cv2.resize(images[index], (168, 168), interpolation=cv2.INTER_CUBIC)
+            mask = (gray > 12).astype(np.uint8) * 255
+            mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
+            tint = rng.uniform(0.35, 1.0, 3)
+            rgb = np.clip(gray[..., None] * tint, 0, 255).astype(np.uint8)
+            objects.append((f"fmnist-{CLASS_NAMES[labels[index]]}", rgb, mask))
+    out = []
+    for name, image, mask in objects:
+        ys, xs = np.nonzero(mask > 127)
+        crop = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        alpha = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 1.5)
+        out.append((name, np.ascontiguousarray(image[crop]), alpha[crop]))
+    return out
+
+
+def studio_background(rng: np.random.Generator, shape: tuple[int, int] = (600, 800)) -> np.ndarray:
+    """A product-photo backdrop: a light, slightly tinted vertical gradient with sensor noise."""
+    height, width = shape
+    top = rng.uniform(200, 255, 3)
+    bottom = top - rng.uniform(10, 60)
+    ramp = np.linspace(0, 1, height)[:, None, None]
+    image = top * (1 - ramp) + bottom * ramp + rng.normal(0, 2.5, (height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def load_backgrounds() -> list[tuple[str, np.ndarray]]:
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    backgrounds = []
+    for name, tint in (("brick", (1.0, 0.8, 0.7)), ("grass", (0.8, 1.0, 0.7)), ("gravel", (1.0, 1.0, 1.0))):
+        gray = getattr(data, name)().astype(np.float32)
+        backgrounds.append((name, np.clip(gray[..., None] * np.array(tint), 0, 255).astype(np.uint8)))
+    for name in ("china.jpg", "flower.jpg"):
+        backgrounds.append((name.split(".")[0], load_sample_image(name)))
+    return backgrounds
+
+
+def paste(background: np.ndarray, image: np.ndarray, alpha: np.ndarray, x: int, y: int) -> np.ndarray:
+    out = background.astype(np.float32)
+    h, w = alpha.shape
+    region = out[y : y + h, x : x + w]
+    region[...] = region * (1 - alpha[..., None]) + image.astype(np.float32) * alpha[..., None]
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def make_composites(n: int = 60, *, seed: int = 0) -> list[dict]:
+    """`n` composites: {image, box (true [x0, y0, x1, y1]), object, background}, seeded."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    objects = load_objects(seed=seed)
+    backgrounds = load_backgrounds()
+    # objects in seeded shuffled rounds, so that every object meets every kind of background
+    order = np.concatenate([rng.permutation(len(objects)) for _ in range(n // len(objects) + 1)])
+    out = []
+    for i in range(n):
+        name, image, alpha = objects[order[i]]
+        # every third composite is a studio shot, the rest go onto the real backgrounds in turn
+        if i % 3 == 0:
+            bg_name, background = "studio", studio_background(rng)
+        else:
+            bg_name, background = backgrounds[(i - i // 3 - 1) % len(backgrounds)]
+        bh, bw = background.shape[:2]
+        scale = rng.uniform(0.25, 0.7) * min(bh, bw) / max(image.shape[:2])
+        size = (max(4, round(image.shape[1] * scale)), max(4, round(image.shape[0] * scale)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        small_alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+        x = int(rng.integers(0, bw - size[0] + 1))
+        y = int(rng.integers(0, bh - size[1] + 1))
+        composite = paste(background, small, small_alpha, x, y)
+        ys, xs = np.nonzero(small_alpha > 0.5)
+        box = [x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1]
+        out.append(
+            {"image": composite, "box": [float(v) for v in box], "object": name, "background": bg_name}
+        )
+    return out
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def load_catalog(step: int = 5) -> list[dict]:
+    """Every `step`-th product photo of local_test_data/fashion, with the box of its product pixels."""
+    import cv2
+
+    from simfusion.images import load_image
+
+    root = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "local_test_data", "fashion"
+    )
+    out = []
+    for path in sorted(glob.glob(os.path.join(root, "*", "*.jpg")))[::step]:
+        image = load_image(path)
+        mask = (cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) > 40).astype(np.uint8)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+        if count < 2:
+            continue
+        x, y, w, h = stats[1 + stats[1:, 4].argmax(), :4]
+        out.append(
+            {"image": image, "box": [x, y, x + w, y + h], "object": os.path.basename(os.path.dirname(path))}
+        )
+    return out
+
+
+def measure(spec: str, cases: list[dict]) -> dict:
+    """Run one detector over all `cases` in one call: IoU of its main box with the true box, and speed."""
+    from simfusion.detection import main_box, make_detector
+
+    detect = make_detector(spec)
+    started = time.perf_counter()
+    detect([cases[0]["image"]])  # model loading is not counted
+    warmup = time.perf_counter() - started
+    started = time.perf_counter()
+    found = detect([case["image"] for case in cases])
+    seconds = time.perf_counter() - started
+    ious = np.array(
+        [
+            iou(main_box(dets, case["image"].shape[1], case["image"].shape[0]), case["box"])
+            for dets, case in zip(found, cases, strict=True)
+        ]
+    )
+    by_kind: dict[str, list[float]] = collections.defaultdict(list)
+    for value, case in zip(ious, cases, strict=True):
+        by_kind[case.get("background", "catalog")].append(float(value))
+    return {
+        "spec": spec,
+        "mean": float(ious.mean()),
+        "hit": float((ious >= 0.5).mean()),
+        "rate": len(cases) / seconds,
+        "warmup": warmup,
+        "by_kind": {k: float(np.mean(v)) for k, v in by_kind.items()},
+    }
+
+
+def write_section(text: str, path: str = BENCHMARKS) -> None:
+    """Replace this benchmark's section of BENCHMARKS.md (between its markers), or append it."""
+    begin, end = f"<!-- bench:{SECTION} -->", f"<!-- /bench:{SECTION} -->"
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    old = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n\n"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + block.rstrip("\n") + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write(new)
+    os.replace(tmp, path)
+
+
+DESCRIPTIONS = {
+    "objectness": "default: border colour contrast + HED edges (gated), Otsu, GrabCut",
+    "objectness:split": "objectness, plus splitting off a distinct peak core (off by default)",
+    "saliency": "baseline: OpenCV spectral-residual saliency, Otsu, biggest-mass component",
+    "full": "the whole image",
+}
+
+
+# What was tried while tuning `objectness` (seeds 0 and 1: 120 composites, and the 60 catalog
+# photos); measured with the detection module's own functions, switched one at a time.
+TUNING_NOTES = """\
+What was tried while tuning `objectness` (mean IoU on seeds 0+1, 120 composites / 60 catalog photos;
+one change at a time from the default; not re-run by this script):
+
+| variant | composites | catalog |
+|---|---:|---:|
+| default (border colour contrast + gated HED edges, Otsu, border weighting, GrabCut) | 0.751 | 0.934 |
+| without GrabCut refinement (box of the Otsu selection) | 0.656 | 0.920 |
+| without HED edges | 0.742 | 0.934 |
+| HED edges not gated by the border's own edge density | 0.729 | 0.940 |
+| all border colours are background (no 80% cover rule) | 0.742 | 0.799 |
+| + spectral-residual saliency, x(1 + 0.5 s) / + 0.2 s | 0.750 / 0.738 | 0.921 / 0.945 |
+| + fine-grained saliency, x(1 + 0.5 s) / + 0.2 s | 0.745 / 0.745 | 0.902 / 0.900 |
+| + splitting off distinct peak cores (`objectness:split`) | 0.806 | 0.906 |
+
+Earlier dead ends (seed 0 only, before the final pipeline): VGG16 block3/4/5 feature contrast with
+the border (HED's backbone) alone 0.41-0.58 and no gain when added; saliency maps alone 0.30-0.36;
+a maximum-sum box search instead of Otsu components 0.54-0.60 (vs 0.69); hysteresis growth of the
+selection mixed. HED at a 320 px long side was no better than 256 px and half as fast. HED's
+response to the image frame is removed by a 16 px mirrored margin. The remaining misses are
+objects pasted onto busy scenes (china, flower) that already have a salient subject of their own:
+the box then covers both or the scene's subject. `objectness:split` halves that but on real photos
+(local_test_data/photos) it picks out distinct parts (the cat's eye, the motorbike's tank), so it
+is not the default."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=60, help="number of composites")
+    parser.add_argument(
+        "--seed", type=int, default=2, help="seed of the composites (0 and 1 were used to tune)"
+    )
+    parser.add_argument("--detectors", default="objectness,objectness:split,saliency,full")
+    parser.add_argument("--no_write", action="store_true", help="print the tables, leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    specs = [s.strip() for s in args.detectors.split(",") if s.strip()]
+
+    composites = make_composites(args.n, seed=args.seed)
+    catalog = load_catalog()
+    kinds = list(dict.fromkeys(case["background"] for case in composites))
+    results = [measure(spec, composites) for spec in specs]
+    catalog_results = [measure(spec, catalog) for spec in specs] if catalog else []
+    sizes = sorted({f"{c['image'].shape[1]}x{c['image'].shape[0]}" for c in composites})
+
+    lines = [
+        "## detection",
+        "",
+        f"{len(composites)} composites (seed {args.seed}; the method was tuned on seeds 0 and 1): "
+        "objects cut out of scikit-image photos (coffee cup, cat's head, astronaut, model shuttle, rocket, "
+        "logo) and "
+        "Fashion-MNIST products, pasted with a soft edge at known boxes, seeded scales (25-70% of the short "
+        "side) and positions, onto real backgrounds (scikit-image brick/grass/gravel, scikit-learn "
+        "china.jpg/flower.jpg) and studio-style plain backgrounds (every third). Images at their own sizes "
+        f"({', '.join(sizes)}); IoU of the record's `box` with the true box. Machine: 2 CPU cores, no GPU "
+        f"(shared with other jobs, so rates are rough). Date: {datetime.date.today().isoformat()}.",
+        "",
+        "| detector | mean IoU | IoU >= 0.5 | images/s | what it is |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in results:
+        what = DESCRIPTIONS.get(r["spec"], "")
+        lines.append(f"| `{r['spec']}` | {r['mean']:.3f} | {r['hit']:.0%} | {r['rate']:.1f} | {what} |")
+    lines += ["", "Mean IoU by background:", "", "| detector | " + " | ".join(kinds) + " |"]
+    lines.append("|---|" + "---:|" * len(kinds))
+    for r in results:
+        lines.append(
+            f"| `{r['spec']}` | " + " | ".join(f"{r['by_kind'].get(k, 0):.2f}" for k in kinds) + " |"
+        )
+    if catalog_results:
+        lines += [
+            "",
+            f"Catalog photos where the product fills the frame: {len(catalog)} Fashion-MNIST samples from "
+            "local_test_data/fashion (112x112, every 5th; true box: the product's pixels).",
+            "",
+            "| detector | mean IoU | IoU >= 0.5 | images/s |",
+            "|---|---:|---:|---:|",
+        ]
+        for r in catalog_results:
+            lines.append(f"| `{r['spec']}` | {r['mean']:.3f} | {r['hit']:.0%} | {r['rate']:.1f} |")
+    warm = {r["spec"]: r["warmup"] for r in results}
+    lines += [
+        "",
+        "First call (TensorFlow + HED weights) is not counted: "
+        + ", ".join(f"`{k}` {v:.1f} s" for k, v in warm.items() if v > 0.5)
+        + ".",
+        "",
+        TUNING_NOTES,
+        "",
+        "Reproduce: `python benchmarks/bench_detection.py`",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

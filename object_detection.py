@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Find the main object in each record's image and add its box (`detections`, `box`)."""
+
+import sys
+
+from simfusion.detection import main
+
+if __name__ == "__main__":
+    sys.exit(main())
