@@ -298,7 +298,7 @@ def saliency_records(
 
     records = map_records(records, STAGE, load)
     if not todo:
-        return records
+        return _with_settings(records, method=method, edges=edges, fill=fill)
     needed = check_views({view for _, missing, _ in todo for view in missing})
     results = compute_views(
         [image for _, _, image in todo], method=method, edges=edges, views=needed, fill=fill
@@ -316,7 +316,17 @@ def saliency_records(
             save_image(path, array if array.dtype == np.uint8 else to_uint8(array))
         record.update(view_paths(record, output_path=output_path, views=views))
 
-    return map_records(records, STAGE, save)
+    return _with_settings(map_records(records, STAGE, save), method=method, edges=edges, fill=fill)
+
+
+def _with_settings(
+    records: list[dict[str, Any]], *, method: str, edges: str, fill: str
+) -> list[dict[str, Any]]:
+    """Record what made the views (`view_settings`), so train.py can have queries made the same way."""
+    for record in records:
+        if "error" not in record:
+            record["view_settings"] = {"saliency_method": method, "edges": edges, "foreground_fill": fill}
+    return records
 
 
 def build_parser():

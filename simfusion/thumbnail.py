@@ -134,6 +134,7 @@ def thumbnail_record(
         save_image(target, thumb)
     record["thumbnail"] = target
     record["thumbnail_size"] = [height, width, channels]
+    record["thumbnail_settings"] = {"margin": margin, "fill": fill}
     return record
 
 

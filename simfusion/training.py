@@ -657,6 +657,20 @@ def log_device() -> str:
     return device
 
 
+def pipeline_settings(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How the earlier stages made the catalog's view images (detector, thumbnail and view settings),
+    read from the records, so queries and additions are made the same way (simfusion.encoding)."""
+    from simfusion.encoding import catalog_detector
+
+    settings: dict[str, Any] = {"detector": catalog_detector(records)}
+    for record in records:
+        settings.update(record.get("thumbnail_settings") or {})
+        settings.update(record.get("view_settings") or {})
+        if "thumbnail_settings" in record and "view_settings" in record:
+            break
+    return settings
+
+
 def train_catalog(
     records: list[dict[str, Any]],
     *,
@@ -701,6 +715,7 @@ def train_catalog(
         "latent": options.latent,
         "epochs": options.epochs,
         "store": os.path.basename(store_path(model_save_path)),
+        "pipeline": pipeline_settings(good),
         "views": {},
     }
     sources = {}

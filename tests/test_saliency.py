@@ -250,7 +250,12 @@ def test_cli_skips_existing_views_unless_overwrite(tmp_path, capsys, monkeypatch
     argv = ["--base_image_path", str(thumbs), "--output_image_path", str(out)]
     argv += ["--edges", "canny", "--views", "saliency,edges"]
     first = run_cli(argv, [{"image": "one.png"}], capsys, monkeypatch)[0]
-    assert set(first) == {"image", "saliency", "edges"}
+    assert set(first) == {"image", "saliency", "edges", "view_settings"}
+    assert first["view_settings"] == {
+        "saliency_method": "spectral_residual",
+        "edges": "canny",
+        "foreground_fill": "white",
+    }
     marker = np.zeros((32, 32), np.uint8)
     save_image(first["saliency"], marker)
     again = run_cli(argv, [{"image": "one.png"}], capsys, monkeypatch)[0]

@@ -221,3 +221,26 @@ def test_bad_flags_exit_2(capsys):
         build_parser().parse_args(["--objective", "magic"])
     with pytest.raises(ValueError, match="view name"):
         parse_views("thumbnail,../etc")
+
+
+def test_pipeline_settings_are_read_from_the_records():
+    from simfusion.training import pipeline_settings
+
+    records = [
+        {
+            "id": "a",
+            "box": [0, 0, 4, 4],
+            "detections": [{"box": [0, 0, 4, 4], "detector": "objectness"}],
+            "thumbnail_settings": {"margin": 0.2, "fill": "white"},
+            "view_settings": {"saliency_method": "fine_grained", "edges": "canny", "foreground_fill": "gray"},
+        },
+    ]
+    assert pipeline_settings(records) == {
+        "detector": "objectness",
+        "margin": 0.2,
+        "fill": "white",
+        "saliency_method": "fine_grained",
+        "edges": "canny",
+        "foreground_fill": "gray",
+    }
+    assert pipeline_settings([{"id": "b"}]) == {"detector": "none"}
