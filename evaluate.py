@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Precision@k, recall@k and mAP@k of every view, the fusion and baselines on a labelled catalog."""
+
+import sys
+
+from simfusion.evaluate import main
+
+if __name__ == "__main__":
+    sys.exit(main())
