@@ -1,0 +1,463 @@
+#!/usr/bin/env python3
+"""Benchmark: finding near-duplicates of real photos, the pipeline against perceptual hashing.
+
+Each bundled colour photo (local_test_data/photos, 10 photos) gets seeded variants: a random crop
+(70-90% of each side), a horizontal flip, a rotation (5-15 degrees either way, reflected border),
+a copy at half the scale, a colour jitter (brightness, contrast, saturation, hue), a JPEG at quality
+25, a copy pasted at 45-65% of the size onto a real texture (scikit-image's brick, grass, gravel)
+and a combination (crop, flip, small rotation, jitter, JPEG 50). The catalog is the originals and
+all variants, in a seeded random order (so ties, common with 64-bit hashes, break at random).
+
+Every item is a query against all the others (it is left out of its own results); relevant =
+made from the same photo. mAP is over the full ranking (AP@k with k = catalog size - 1, so every
+relevant item counts: the usual AP), P@k with k = the number of variants per photo (which is
+also the number of relevant items, so P@k = R-precision). simfusion.evaluation computes both.
+
+The pipeline runs stage script by stage script, each in its own process:
+object_detection.py -> thumbnail.py -> saliency.py -> train.py (a short training at 64 px) ->
+fusion.py. The queries then go through predict's own in-memory path (simfusion.encoding: detection,
+thumbnail, views, encoders, the index's frozen normalisation) and are searched in the fused
+index: the fused ranking and each view alone. It runs once with the default detector and once
+with `full` (no detection: the whole photo). imagehash's PHash, DHash, AHash and WHash (what
+imagededup offers) rank by Hamming distance on the same files. Writes section `near_duplicates`
+of BENCHMARKS.md.
+
+    python benchmarks/bench_near_duplicates.py [--epochs 5] [--size 64] [--detectors objectness,full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._report import ROOT, load_average, machine, today, write_section  # noqa: E402
+
+log = logging.getLogger("bench_near_duplicates")
+
+SECTION = "near_duplicates"
+PHOTOS = os.path.join(ROOT, "local_test_data", "photos")
+VARIANTS = ("crop", "flip", "rotate", "scale", "jitter", "jpeg", "paste", "combo")
+TEXTURES = ("brick", "grass", "gravel")
+# name -> imagehash function (imagededup's PHash, DHash, AHash, WHash)
+HASHES = {"phash": "phash", "dhash": "dhash", "ahash": "average_hash", "whash": "whash"}
+
+
+# ------------------------------------------------------------------------------------ variants
+
+
+def load_sources(folder: str = PHOTOS) -> list[tuple[str, str]]:
+    """(name, path) of every .jpg in `folder`, sorted by name."""
+    paths = sorted(glob.glob(os.path.join(folder, "*.jpg")))
+    if not paths:
+        raise ValueError(f"no .jpg photos in {folder}: rebuild local_test_data with make_sample_data.py")
+    return [(os.path.splitext(os.path.basename(path))[0], path) for path in paths]
+
+
+def load_textures() -> list[np.ndarray]:
+    """scikit-image's bundled brick, grass and gravel textures as uint8 RGB (those installed)."""
+    from skimage import data
+
+    out = []
+    for name in TEXTURES:
+        try:
+            gray = getattr(data, name)()
+        except Exception as exc:  # a texture that is not installed: use the others
+            log.warning("texture %s is not available (%s)", name, exc)
+            continue
+        out.append(np.repeat(np.asarray(gray, np.uint8)[..., None], 3, axis=2))
+    if not out:
+        raise ValueError("no scikit-image texture is installed for the pasted variant")
+    return out
+
+
+def random_crop(
+    image: np.ndarray, rng: np.random.Generator, low: float = 0.7, high: float = 0.9
+) -> np.ndarray:
+    height, width = image.shape[:2]
+    h, w = int(height * rng.uniform(low, high)), int(width * rng.uniform(low, high))
+    y, x = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+    return np.ascontiguousarray(image[y : y + h, x : x + w])
+
+
+def rotate(image: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate about the centre, same size, the border reflected (no black corners to match on)."""
+    import cv2
+
+    height, width = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    return cv2.warpAffine(
+        image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+    )
+
+
+def scale(image: np.ndarray, factor: float) -> np.ndarray:
+    import cv2
+
+    height, width = image.shape[:2]
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+
+
+def colour_jitter(image: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0) -> np.ndarray:
+    """Brightness and contrast +-25%, saturation +-40%, hue +-12 degrees (times `strength`)."""
+    import cv2
+
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-6, 6) * strength) % 180  # OpenCV hue: 2 degrees a step
+    hsv[..., 1] *= 1 + rng.uniform(-0.4, 0.4) * strength
+    out = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    contrast = 1 + rng.uniform(-0.25, 0.25) * strength
+    brightness = 1 + rng.uniform(-0.25, 0.25) * strength
+    out = (out - out.mean()) * contrast + out.mean() * brightness
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
+def paste(image: np.ndarray, texture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`image` shrunk to 45-65% of the canvas side, pasted at a random place on a crop of `texture`."""
+    import cv2
+
+    height, width = image.shape[:2]
+    canvas = cv2.resize(texture, (width, height), interpolation=cv2.INTER_AREA).copy()
+    small = scale(image, rng.uniform(0.45, 0.65))
+    h, w = small.shape[:2]
+    y, x = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+    canvas[y : y + h, x : x + w] = small
+    return canvas
+
+
+def make_variant(
+    kind: str, image: np.ndarray, rng: np.random.Generator, textures: list[np.ndarray]
+) -> np.ndarray:
+    """One seeded variant of a uint8 RGB photo; `kind` is one of VARIANTS."""
+    sign = 1 if rng.random() < 0.5 else -1
+    if kind == "crop":
+        return random_crop(image, rng)
+    if kind == "flip":
+        return np.ascontiguousarray(image[:, ::-1])
+    if kind == "rotate":
+        return rotate(image, sign * rng.uniform(5, 15))
+    if kind == "scale":
+        return scale(image, 0.5)
+    if kind == "jitter":
+        return colour_jitter(image, rng)
+    if kind == "jpeg":
+        return jpeg_roundtrip(image, 25)
+    if kind == "paste":
+        return paste(image, textures[int(rng.integers(len(textures)))], rng)
+    if kind == "combo":
+        out = random_crop(image, rng, 0.75, 0.9)[:, ::-1]
+        out = rotate(np.ascontiguousarray(out), sign * rng.uniform(3, 8))
+        return jpeg_roundtrip(colour_jitter(out, rng, strength=0.6), 50)
+    raise ValueError(f"unknown variant {kind!r}: use one of {', '.join(VARIANTS)}")
+
+
+def make_catalog(folder: str, *, seed: int = 0, photos: str = PHOTOS) -> list[dict]:
+    """Write the originals and their variants under `folder` and `folder/catalog.jsonl`; the records.
+
+    Records: {id, image, source, variant}, in a seeded random order. Variants are PNG except the
+    JPEG ones, which are written as the JPEG they are.
+    """
+    from simfusion.images import load_image, save_image
+
+    textures = load_textures()
+    rng = np.random.default_rng(seed)
+    records = []
+    for name, path in load_sources(photos):
+        image = load_image(path, channels=3)
+        target = os.path.join(folder, "original", os.path.basename(path))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(path, target)
+        records.append({"id": f"{name}-original", "image": os.path.relpath(target, folder), "source": name,
+                        "variant": "original"})  # fmt: skip
+        for kind in VARIANTS:
+            variant = make_variant(kind, image, rng, textures)
+            suffix = ".jpg" if kind in ("jpeg", "combo") else ".png"
+            target = os.path.join(folder, kind, name + suffix)
+            # the JPEG variants are stored as is: re-encoding them would add another loss
+            save_image(target, variant, quality=25 if kind == "jpeg" else 50 if kind == "combo" else 95)
+            records.append({"id": f"{name}-{kind}", "image": os.path.relpath(target, folder), "source": name,
+                            "variant": kind})  # fmt: skip
+    order = rng.permutation(len(records))
+    records = [records[i] for i in order]
+    with open(os.path.join(folder, "catalog.jsonl"), "w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record) + "\n")
+    return records
+
+
+# ------------------------------------------------------------------------------------ rankings
+
+
+def hash_rankings(records: list[dict], folder: str, methods=HASHES) -> tuple[dict[str, np.ndarray], float]:
+    """Per hash method, each item's other items by Hamming distance, nearest first (rows, (N, N-1))."""
+    import imagehash
+    from PIL import Image
+
+    start = time.perf_counter()
+    bits: dict[str, list[np.ndarray]] = {method: [] for method in methods}
+    for record in records:
+        with Image.open(os.path.join(folder, record["image"])) as picture:
+            picture = picture.convert("RGB")
+            for method in methods:
+                code = getattr(imagehash, HASHES[method])(picture)
+                bits[method].append(np.asarray(code.hash, bool).reshape(-1))
+    seconds = time.perf_counter() - start
+    out = {}
+    for method, rows in bits.items():
+        codes = np.stack(rows).astype(np.int32)
+        distance = (codes[:, None, :] != codes[None, :, :]).sum(axis=2).astype(np.float64)
+        np.fill_diagonal(distance, np.inf)
+        # stable sort: ties keep catalog order, which is random with respect to the source photo
+        out[method] = np.argsort(distance, axis=1, kind="stable")[:, :-1]
+    return out, seconds
+
+
+def run_script(script: str, args: list[str], *, stdin: str, stdout: str, log_file: str) -> float:
+    """Run a top-level stage script in its own process (records file in, records file out); seconds."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, os.path.join(ROOT, script), *args]
+    start = time.perf_counter()
+    with open(stdin, "rb") as src, open(stdout, "wb") as dst, open(log_file, "ab") as err:
+        done = subprocess.run(command, stdin=src, stdout=dst, stderr=err, env=env, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        with open(log_file, encoding="utf-8", errors="replace") as err:
+            tail = err.read()[-3000:]
+        raise RuntimeError(f"{script} failed (exit {done.returncode}):\n{tail}")
+    return seconds
+
+
+def train_pipeline(catalog: str, base: str, out: str, *, detector: str, size: int, epochs: int) -> dict:
+    """run-training.sh's stages with `detector`; returns the seconds of each stage."""
+    os.makedirs(out, exist_ok=True)
+    shape = ["--im_height", str(size), "--im_width", str(size), "--im_channel", "3"]
+    quiet = ["--no_progress", "--log_level", "WARNING"]
+    views, model = os.path.join(out, "views"), os.path.join(out, "model")
+    thumbnails = os.path.join(views, "thumbnail")
+    stages = [  # (script, its arguments, records in, records out)
+        ("object_detection.py", ["--base_image_path", base, "--detector", detector, *quiet],
+         catalog, "detections.jsonl"),
+        ("thumbnail.py", ["--base_image_path", base, "--output_image_path", thumbnails, *shape, *quiet],
+         "detections.jsonl", "thumbnails.jsonl"),
+        ("saliency.py", ["--base_image_path", thumbnails, "--output_image_path", views, *quiet],
+         "thumbnails.jsonl", "views.jsonl"),
+        ("train.py", ["--base_image_path_for_model", views, "--model_save_path", model, *shape,
+                      "--epochs", str(epochs), *quiet],
+         "views.jsonl", "trained.jsonl"),
+        ("fusion.py", ["--model_save_path", model, "--log_level", "WARNING"], os.devnull, "index.json"),
+    ]  # fmt: skip
+    seconds = {}
+    for script, args, stdin, stdout in stages:
+        seconds[script.removesuffix(".py")] = run_script(
+            script,
+            args,
+            stdin=os.path.join(out, stdin),  # an absolute path (catalog, os.devnull) stays as it is
+            stdout=os.path.join(out, stdout),
+            log_file=os.path.join(out, "stages.log"),
+        )
+    return seconds
+
+
+def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Rankings (catalog rows, (N, N-1)) of the fused index and of each view alone, for queries
+    encoded as predict.py encodes them; and how well each query's vector matched its catalog entry."""
+    from dataclasses import replace
+
+    from simfusion.encoding import catalog_detector, encode_records, load_pipeline
+    from simfusion.fusion import transform
+    from simfusion.index import search
+    from simfusion.predict import load_catalog
+
+    catalog = load_catalog(model)
+    index = catalog.index
+    pipeline = load_pipeline(model)
+    if pipeline.detector is None:
+        pipeline = replace(pipeline, detector=catalog_detector(catalog.records.values()))
+    # fresh query records (no `box`): the query goes through detection like a new photo would
+    queries = [{"id": record["id"], "image": record["image"]} for record in records]
+    start = time.perf_counter()
+    encoded = encode_records(
+        queries, model_save_path=model, base_path=base, views=index.views, pipeline=pipeline
+    )
+    vectors = transform(encoded.maps, index.params, pooling=index.meta["pooling"])
+    encode_seconds = time.perf_counter() - start
+    if len(encoded.records) != len(records):
+        raise RuntimeError(f"only {len(encoded.records)} of {len(records)} queries could be encoded")
+    row_of = {record["id"]: row for row, record in enumerate(records)}
+    size = len(index)
+    out, agreement = {}, {}
+    for method, views in [("fused", None), *((view, [view]) for view in index.views)]:
+        wanted = {view: vectors[view] for view in (views or index.views)}
+        found = search(index, wanted, k=size, views=views)
+        ranking, self_scores, self_first = [], [], 0
+        for query, hits in zip(records, found, strict=True):
+            rows = [row_of[hit["id"]] for hit in hits if hit["id"] != query["id"]]
+            own = [hit["score"] for hit in hits if hit["id"] == query["id"]]
+            self_scores.append(own[0] if own else np.nan)
+            self_first += bool(hits) and hits[0]["id"] == query["id"]
+            ranking.append(rows[: size - 1])
+        out[method] = np.asarray(ranking, dtype=np.int64)
+        agreement[method] = {
+            "self_score": float(np.nanmean(self_scores)),
+            "self_first": self_first / len(records),
+        }
+    return out, {"agreement": agreement, "encode_seconds": encode_seconds, "detector": pipeline.detector}
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def metrics(ranking: np.ndarray, labels: np.ndarray, kinds: np.ndarray, k: int) -> dict:
+    """mAP over the full ranking, P@k, and mAP of the queries of each variant kind."""
+    from simfusion.evaluation import average_precision_at_k, precision_at_k
+
+    ranked = labels[ranking]
+    ap = average_precision_at_k(ranked, labels, ranking.shape[1])
+    out = {"mAP": float(ap.mean()), "P@k": precision_at_k(ranked, labels, k)}
+    for kind in ("original", *VARIANTS):
+        out[kind] = float(ap[kinds == kind].mean())
+    return out
+
+
+def table(rows: list[tuple[str, dict]], k: int) -> str:
+    kinds = ("original", *VARIANTS)
+    head = f"| method | mAP | P@{k} | " + " | ".join(kinds) + " |"
+    rule = "|---|---:|---:|" + "---:|" * len(kinds)
+    lines = [head, rule]
+    for name, m in rows:
+        per_kind = " | ".join(f"{m[kind]:.2f}" for kind in kinds)
+        lines.append(f"| {name} | {m['mAP']:.3f} | {m['P@k']:.3f} | {per_kind} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", default=PHOTOS, help="folder of source photos (.jpg)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=64, help="thumbnail side for the pipeline")
+    parser.add_argument("--epochs", type=int, default=5, help="autoencoder training epochs")
+    parser.add_argument(
+        "--detectors", default="objectness,full", help="pipeline runs, one per detector ('' for hashes only)"
+    )
+    parser.add_argument("--keep", help="keep the catalog and pipeline outputs in this folder")
+    parser.add_argument("--no_write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    if args.size < 16 or args.epochs < 1:
+        parser.error("--size must be >= 16 and --epochs >= 1")
+    detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    load = load_average()
+    started = time.perf_counter()
+
+    folder = args.keep or tempfile.mkdtemp(prefix="bench_near_duplicates-")
+    os.makedirs(folder, exist_ok=True)
+    try:
+        records = make_catalog(os.path.join(folder, "catalog"), seed=args.seed, photos=args.photos)
+        base = os.path.join(folder, "catalog")
+        labels = np.array([record["source"] for record in records])
+        kinds = np.array([record["variant"] for record in records])
+        k = len(VARIANTS)
+        log.info("catalog: %d items from %d photos", len(records), len(set(labels)))
+
+        rows: list[tuple[str, dict]] = []
+        notes: list[str] = []
+        for detector in detectors:
+            out = os.path.join(folder, f"pipeline-{detector.replace(':', '_')}")
+            stage_seconds = train_pipeline(
+                os.path.join(base, "catalog.jsonl"),
+                base,
+                out,
+                detector=detector,
+                size=args.size,
+                epochs=args.epochs,
+            )
+            rankings, info = pipeline_rankings(os.path.join(out, "model"), records, base)
+            label = "detection" if detector != "full" else "no detection"
+            for method, ranking in rankings.items():
+                rows.append((f"pipeline ({label}: {detector}), {method}", metrics(ranking, labels, kinds, k)))
+                print(f"{rows[-1][0]}: mAP {rows[-1][1]['mAP']:.3f}", file=sys.stderr)
+            fused = info["agreement"]["fused"]
+            notes.append(
+                f"`{detector}`: stages {', '.join(f'{s} {t:.0f} s' for s, t in stage_seconds.items())}; "
+                f"{len(records)} queries encoded in memory in {info['encode_seconds']:.0f} s; "
+                f"a query's fused similarity to its own catalog entry (the in-memory query path against "
+                f"the stage scripts' files): mean {fused['self_score']:.3f}; its own entry ranks first for "
+                f"{fused['self_first']:.0%} of the queries (a twin, such as the half-scale copy, which "
+                "makes the same thumbnail, can tie or edge ahead)"
+            )
+        hashes, hash_seconds = hash_rankings(records, base)
+        for method, ranking in hashes.items():
+            rows.append((f"imagehash {method} (64 bits, Hamming)", metrics(ranking, labels, kinds, k)))
+        notes.append(f"imagehash: all four hashes of the {len(records)} files in {hash_seconds:.1f} s")
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    total = time.perf_counter() - started
+
+    command = (
+        f"python benchmarks/bench_near_duplicates.py --seed {args.seed} --size {args.size} "
+        f"--epochs {args.epochs} --detectors {','.join(detectors) or repr('')}"
+    )
+    sources = len(set(labels))
+    text = "\n".join(
+        [
+            "## near_duplicates",
+            "",
+            f"{len(records)} images: the {sources} bundled colour photos (local_test_data/photos) and "
+            f"{k} seeded variants of each (seed {args.seed}): crop 70-90%, horizontal flip, "
+            "rotation 5-15 deg (reflected border), scale 0.5, colour jitter (brightness, contrast "
+            "+-25%, saturation +-40%, hue +-12 deg), JPEG quality 25, pasted at 45-65% size onto a "
+            "scikit-image texture (brick, grass, gravel), and a combination (crop, flip, rotation "
+            "3-8 deg, milder jitter, JPEG 50). Every image queries all the others (itself left out); "
+            f"relevant = same source photo ({k} per query). mAP: average precision over the full "
+            f"ranking of {len(records) - 1} items (`average_precision_at_k` with k = catalog size - 1), "
+            f"P@{k} = R-precision; the variant columns are the mAP of the queries of that kind.",
+            "",
+            "Pipeline: the stage scripts in turn (object_detection.py, thumbnail.py at "
+            f"{args.size}x{args.size} RGB, saliency.py with HED edges, train.py {args.epochs} epochs "
+            "with the default objective and views, fusion.py's default early-fusion exact index); "
+            "the queries are encoded in memory the way predict.py does (simfusion.encoding, "
+            "detection included) and searched with `simfusion.index.search`, fused and view by "
+            "view. Hashes: imagehash on the files, ranked by Hamming distance; ties break in the "
+            "catalog's seeded random order.",
+            "",
+            table(rows, k),
+            "",
+            *[f"- {note}" for note in notes],
+            "",
+            f"Machine: {machine()}. Date: {today()}. Load average at the start: {load}. "
+            f"Whole run: {total:.0f} s.",
+            "",
+            f"Reproduce: `{command}`",
+        ]
+    )
+    print(text)
+    if not args.no_write:
+        write_section(SECTION, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
