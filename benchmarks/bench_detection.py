@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import glob
 import logging
 import os
@@ -33,10 +32,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks._report import machine, today, write_section  # noqa: E402
+
 log = logging.getLogger("bench_detection")
 
 SECTION = "detection"
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
 
 # Cut-outs from the bundled photos: unions of ellipses (cx, cy, rx, ry) in the photo's pixels.
 PHOTO_CUTOUTS = {
@@ -218,22 +218,6 @@ def measure(spec: str, cases: list[dict]) -> dict:
     }
 
 
-def write_section(text: str, path: str = BENCHMARKS) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (between its markers), or append it."""
-    begin, end = f"<!-- bench:{SECTION} -->", f"<!-- /bench:{SECTION} -->"
-    block = f"{begin}\n{text.rstrip()}\n{end}\n"
-    old = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n\n"
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        new = head + block.rstrip("\n") + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(new)
-    os.replace(tmp, path)
-
-
 DESCRIPTIONS = {
     "objectness": "default: border colour contrast + HED edges (gated), Otsu, GrabCut",
     "objectness:split": "objectness, plus splitting off a distinct peak core (off by default)",
@@ -299,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         "Fashion-MNIST products, pasted with a soft edge at known boxes, seeded scales (25-70% of the short "
         "side) and positions, onto real backgrounds (scikit-image brick/grass/gravel, scikit-learn "
         "china.jpg/flower.jpg) and studio-style plain backgrounds (every third). Images at their own sizes "
-        f"({', '.join(sizes)}); IoU of the record's `box` with the true box. Machine: 2 CPU cores, no GPU "
-        f"(shared with other jobs, so rates are rough). Date: {datetime.date.today().isoformat()}.",
+        f"({', '.join(sizes)}); IoU of the record's `box` with the true box. Machine: {machine()} "
+        f"(shared with other jobs, so rates are rough). Date: {today()}.",
         "",
         "| detector | mean IoU | IoU >= 0.5 | images/s | what it is |",
         "|---|---:|---:|---:|---|",
@@ -339,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
 

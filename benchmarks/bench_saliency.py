@@ -13,7 +13,6 @@ the stage's defaults (spectral residual + HED + foreground). Writes section `sal
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import time
@@ -22,8 +21,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks._report import machine, today, write_section  # noqa: E402
+
 SECTION = "saliency"
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
 PHOTOS = ("astronaut", "chelsea", "coffee")
 
 
@@ -53,22 +53,6 @@ def best_rate(fn, count: int, repeat: int) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return count / best
-
-
-def write_section(text: str, path: str = BENCHMARKS) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (between its markers), or append it."""
-    begin, end = f"<!-- bench:{SECTION} -->", f"<!-- /bench:{SECTION} -->"
-    block = f"{begin}\n{text.rstrip()}\n{end}\n"
-    old = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n\n"
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        new = head + block.rstrip("\n") + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(new)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Views of {args.n} real photo crops (scikit-image astronaut, chelsea, coffee; seed {args.seed}) "
             f"resized to {args.size}x{args.size} RGB, in memory, best of {args.repeat} passes. "
-            f"Machine: {os.cpu_count()} CPU cores, no GPU. Date: {datetime.date.today().isoformat()}. "
+            f"Machine: {machine()}. Date: {today()}. "
             f"HED's first call (TensorFlow + weights) took {hed_load:.1f} s and is not counted.",
             "",
             "| view | images/s | ms/image | what is timed |",
@@ -137,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
 

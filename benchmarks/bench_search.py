@@ -17,7 +17,6 @@ also times the whole query (detection, thumbnail, views, encoders, search) on th
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import math
@@ -29,10 +28,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks._report import load_average, machine, today, write_section  # noqa: E402
+
 log = logging.getLogger("bench_search")
 
 SECTION = "search"
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
 K = 10
 HNSW_LIMIT = 200_000
 SEARCH_THREADS = 1
@@ -287,22 +287,6 @@ def model_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: str = BENCHMARKS) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (between its markers), or append it."""
-    begin, end = f"<!-- bench:{SECTION} -->", f"<!-- /bench:{SECTION} -->"
-    block = f"{begin}\n{text.rstrip()}\n{end}\n"
-    old = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n\n"
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        new = head + block.rstrip("\n") + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(new)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -320,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
     build_threads = faiss.omp_get_max_threads()
-    load = os.getloadavg()[0]
+    load = load_average()
     began = time.perf_counter()
     rows = []
     for n in sizes:
@@ -347,11 +331,11 @@ def main(argv: list[str] | None = None) -> int:
             f"clustered unit vectors of dimension {args.dim} (sqrt(N) overlapping centres + a shared 32-d",
             "subspace + a little noise; queries are catalog items moved a little); recall@10 against the",
             "exact top 10.",
-            f"Machine: {os.cpu_count()} CPU cores, no GPU; FAISS {faiss.__version__}; builds on",
+            f"Machine: {machine()}; FAISS {faiss.__version__}; builds on",
             f"{build_threads} threads, searches on {SEARCH_THREADS} (one query at a time gains little from",
             "more, and spinning OpenMP threads make latency erratic on shared cores); load average",
-            f"{load:.1f} at the start (other work shared the cores, so p95 is noisy).",
-            f"Date: {datetime.date.today()}.",
+            f"{load} at the start (other work shared the cores, so p95 is noisy).",
+            f"Date: {today()}.",
             f"Whole run: {seconds:.0f} s.",
             "",
             "HNSW is not built at 1M: its build takes many minutes on 2 cores (use IVF there). Binary rows",
@@ -365,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section(SECTION, section)
     return 0
 
 

@@ -18,13 +18,14 @@ import resource
 import subprocess
 import sys
 import time
-from datetime import date
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-BENCHMARKS = os.path.join(os.path.dirname(HERE), "BENCHMARKS.md")
+
+from benchmarks._report import load_average, machine, today, write_section  # noqa: E402
+
 SECTION = "training"
 
 
@@ -163,22 +164,6 @@ def bench_store(n: int, size: int, folder: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def write_section(text: str, path: str = BENCHMARKS) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (between its markers), or append it."""
-    begin, end = f"<!-- bench:{SECTION} -->", f"<!-- /bench:{SECTION} -->"
-    block = f"{begin}\n{text.rstrip()}\n{end}\n"
-    old = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n\n"
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        new = head + block.rstrip("\n") + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(new)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -196,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tempfile
 
-    load = os.getloadavg()[0]
+    load = load_average()
     rows = []
     for size in (64, 128):
         n = args.train_n if size == 64 else args.train_n // 2
@@ -215,11 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             stores.append(bench_store(n, args.size, folder))
             print(stores[-1], file=sys.stderr, flush=True)
 
-    today = date.today().isoformat()
     intro = (
         "Synthetic seeded thumbnails (gradient + rectangle + disc), the default autoencoder",
-        f"(filters 32/64/128, latent 16). Machine: 2 CPU cores, no GPU (TensorFlow on CPU). Date: {today}.",
-        f"Load average at the start: {load:.1f} (other jobs share the cores; speeds vary with it).",
+        f"(filters 32/64/128, latent 16). Machine: {machine()} (TensorFlow on CPU). Date: {today()}.",
+        f"Load average at the start: {load} (other jobs share the cores; speeds vary with it).",
     )
     stream = (
         f"Streaming a catalog of {args.size} px thumbnails into `features.h5` (`iter_encoded` +",
@@ -265,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
 
