@@ -38,7 +38,7 @@ DEFAULT_VIEWS = ("thumbnail", "foreground", "edges", "saliency", "hed_vgg16")
 GRAY_VIEWS = ("saliency", "edges")
 # Pretrained views: not trained, computed from another view's image.
 PRETRAINED_VIEWS = {"hed_vgg16": "thumbnail"}
-HED_BLOCKS = ("block4", "block5")
+HED_BLOCKS = ("block3", "block4", "block5")
 TRAINING_JSON = "training.json"
 CHECKPOINTS = "checkpoints"
 MIN_TRAIN_IMAGES = 2
