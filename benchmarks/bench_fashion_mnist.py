@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         (m for m in rows if not m.startswith(("fused", "baseline"))), key=lambda m: rows[m]["P@10"]
     )
     best_fused = max((m for m in rows if m.startswith("fused")), key=lambda m: rows[m]["P@10"])
+    command = f"python benchmarks/bench_fashion_mnist.py --train {args.train} --epochs {args.epochs} --edges {args.edges}"
     timing_lines = "\n".join(f"- {name}: {seconds:.0f} s" for name, seconds in timings.items())
     text = f"""## Fashion-MNIST retrieval (benchmark 1)
 
@@ -185,7 +186,7 @@ Goal: fused P@10 >= 0.85 and mAP@100 >= 0.80, beating every single view.
 Time on this machine:
 {timing_lines}
 
-Reproduce: `python benchmarks/bench_fashion_mnist.py --train {args.train} --epochs {args.epochs} --edges {args.edges}`
+Reproduce: `{command}`
 """
     print(text)
     if not args.no_write:

@@ -8,7 +8,6 @@ import sys
 
 import h5py
 import pytest
-
 from conftest import REPO, SAMPLE_DATA
 
 

@@ -40,9 +40,7 @@ def test_a_query_never_finds_itself(rng):
 
 def test_known_scores():
     labels = np.array(["a", "a", "b", "a", "b"])
-    rankings = {
-        "m": np.array([[1, 2, 3], [2, 4, 0]])
-    }  # relevance: query 0 [1, 0, 1], query 1 [0, 0, 1]
+    rankings = {"m": np.array([[1, 2, 3], [2, 4, 0]])}  # relevance: query 0 [1, 0, 1], query 1 [0, 0, 1]
     scores = score_rankings(rankings, labels, np.array([0, 1]), ks=(3,))["m"]
     assert scores["P@3"] == pytest.approx((2 / 3 + 1 / 3) / 2)
     assert scores["R@3"] == pytest.approx((2 / 2 + 1 / 2) / 2)  # each 'a' query has 2 other 'a' items

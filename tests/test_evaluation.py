@@ -91,7 +91,7 @@ def test_rank_catalog_leaves_each_query_out_of_its_results(rng):
     ids = np.array([0, 4, 29])
     indices, _ = rank_catalog(catalog[ids], catalog, k=29, exclude_self_ids=ids)
     assert indices.shape == (3, 29)
-    for row, own in zip(indices, ids):
+    for row, own in zip(indices, ids, strict=True):
         assert own not in row
         assert sorted(row) == sorted(set(range(30)) - {own})  # every other item still ranked
     # Without exclusion a catalog item ranks itself first.
@@ -158,4 +158,6 @@ def test_evaluate_rankings_end_to_end_with_rank_catalog(rng):
 
 def test_evaluate_rankings_rejects_rows_outside_the_catalog():
     with pytest.raises(ValueError, match="outside"):
-        evaluate_rankings({"m": np.array([[0, 7]])}, catalog_labels=np.array([0, 1]), query_labels=np.array([0]))
+        evaluate_rankings(
+            {"m": np.array([[0, 7]])}, catalog_labels=np.array([0, 1]), query_labels=np.array([0])
+        )
