@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         (m for m in rows if not m.startswith(("fused", "baseline"))), key=lambda m: rows[m]["P@10"]
     )
     best_fused = max((m for m in rows if m.startswith("fused")), key=lambda m: rows[m]["P@10"])
-    command = f"python benchmarks/bench_fashion_mnist.py --train {args.train} --epochs {args.epochs} --edges {args.edges}"
+    command = "python benchmarks/bench_fashion_mnist.py " + (
+        f"--train {args.train} --epochs {args.epochs} --edges {args.edges}"
+    )
     timing_lines = "\n".join(f"- {name}: {seconds:.0f} s" for name, seconds in timings.items())
     text = f"""## Fashion-MNIST retrieval (benchmark 1)
 
