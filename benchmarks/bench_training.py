@@ -241,11 +241,14 @@ def main(argv: list[str] | None = None) -> int:
             f"The RSS rise during the stream differs by {growth:+.0f} MB between {first['n']:,} and",
             f"{last['n']:,} images (the catalog",
             "records and ids, held as Python lists, are the only part that grows with N; feature maps go",
-            "to disk batch by batch). 100k images were not run: at the rate above they would take about",
-            f"{minutes:.0f} minutes on this machine.",
+            "to disk batch by batch).",
         )
+        if last["n"] < 100_000:
+            note += (
+                f"100k images were not run: at the rate above they would take about {minutes:.0f} minutes.",
+            )
         lines += [" ".join(note), ""]
-    lines.append("Reproduce: `python benchmarks/bench_training.py` (flags: --train_n, --encode_n, --store_n)")
+    lines.append(f"Reproduce: `python benchmarks/bench_training.py --store_n {args.store_n}`")
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
