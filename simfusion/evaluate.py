@@ -66,12 +66,8 @@ def fused_ranking(
     views = list(vectors_by_view)
     weights = {view: 1.0 for view in views} if weights is None else {view: weights[view] for view in views}
     if fusion == "early":
-        return rank_catalog(
-            fuse(vectors_by_view, weights)[query_rows],
-            fuse(vectors_by_view, weights),
-            k=k,
-            exclude_self_ids=query_rows,
-        )[0]
+        fused = fuse(vectors_by_view, weights)
+        return rank_catalog(fused[query_rows], fused, k=k, exclude_self_ids=query_rows)[0]
     if fusion == "late":
         out = np.empty((len(query_rows), k), dtype=np.int64)
         for start in range(0, len(query_rows), 256):
@@ -197,17 +193,20 @@ def evaluate_store(
     n_queries: int | None = 1000,
     seed: int = 0,
     views: Sequence[str] | None = None,
-    weights: Mapping[str, float] | None = None,
+    weights: str | None = None,
     fusion: str = "early",
     pooling: str = "avgmax",
     whiten: bool = False,
     baselines: Sequence[str] = BASELINES,
     base_path: str = ".",
 ) -> dict[str, Any]:
-    """Evaluate a trained catalog's store: per view, fused and baselines. Returns a JSON-ready dict."""
+    """Evaluate a trained catalog's store: per view, fused and baselines. Returns a JSON-ready dict.
+
+    `weights` are per-view fusion weights as fusion.py takes them (`thumbnail=1,edges=0.5`).
+    """
     from simfusion.catalog_index import catalog_vectors
     from simfusion.features import FeatureStore, store_path
-    from simfusion.fusion import fit_transform
+    from simfusion.fusion import apply_whitening, fit_whitening, parse_weights
 
     with FeatureStore(store_path(model_save_path)) as store:
         views = list(views or store.views)
@@ -216,11 +215,11 @@ def evaluate_store(
             raise ValueError(
                 f"unknown view(s) {', '.join(unknown)}: the store holds {', '.join(store.views)}"
             )
+        weights_by_view = parse_weights(weights, views)
         ids, pooled = catalog_vectors(store, views, pooling=pooling)
         records = {str(r.get("id", r.get("image_id"))): r for r in store.records()}
-    # fit_transform pools again: hand it the pooled vectors as 1x1 maps so pooling is a no-op
-    maps = {view: vecs[:, None, None, :] for view, vecs in pooled.items()}
-    vectors, _ = fit_transform(maps, pooling="avg", whiten=whiten)
+    # the same whitening fusion.py --whiten fits on the catalog
+    vectors = {view: apply_whitening(v, fit_whitening(v)) for view, v in pooled.items()} if whiten else pooled
     keep = [i for i, key in enumerate(ids) if records.get(key, {}).get(category_key) not in (None, "")]
     if len(keep) < 2:
         raise ValueError(f"fewer than 2 catalog items have a {category_key!r}: nothing to evaluate")
@@ -243,7 +242,7 @@ def evaluate_store(
     rankings = rank_methods(methods, query_rows, k=k_max)
     if len(vectors) > 1:
         rankings[FUSED] = fused_ranking(
-            vectors, query_rows, k=k_max, fusion=fusion, weights=weights, view_rankings=rankings
+            vectors, query_rows, k=k_max, fusion=fusion, weights=weights_by_view, view_rankings=rankings
         )
     results = score_rankings(rankings, labels, query_rows, ks=ks)
     return {
@@ -307,7 +306,6 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simfusion.fusion import parse_weights
     from simfusion.stage import configure_logging
 
     parser = build_parser()
@@ -325,12 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     views = [v.strip() for v in args.views.split(",")] if args.views else None
     try:
-        weights = parse_weights(args.weights, views) if args.weights and views else None
-        if args.weights and not views:
-            from simfusion.features import FeatureStore, store_path
-
-            with FeatureStore(store_path(args.model_save_path)) as store:
-                weights = parse_weights(args.weights, store.views)
         report = evaluate_store(
             args.model_save_path,
             category_key=args.category_key,
@@ -338,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             n_queries=args.queries or None,
             seed=args.seed,
             views=views,
-            weights=weights,
+            weights=args.weights,
             fusion=args.fusion,
             pooling=args.pooling,
             whiten=args.whiten,

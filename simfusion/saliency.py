@@ -30,8 +30,6 @@ METHODS = ("spectral_residual", "fine_grained")
 EDGE_METHODS = ("hed", "canny")
 FILLS = ("white", "border", "gray", "black")
 
-HED_PAD = FRAME_MARGIN
-
 
 def _check_image(image: np.ndarray) -> np.ndarray:
     array = np.asarray(image)
@@ -116,7 +114,7 @@ def edge_map_canny(image: np.ndarray, *, sigma: float = 1.0) -> np.ndarray:
 
 
 def edge_maps_hed(
-    images: Sequence[np.ndarray], *, batch_size: int = 16, margin: int = HED_PAD
+    images: Sequence[np.ndarray], *, batch_size: int = 16, margin: int = FRAME_MARGIN
 ) -> list[np.ndarray]:
     """HED edge probabilities, float32 (H, W) in [0, 1], for uint8 images of any mix of sizes.
 
