@@ -3,7 +3,7 @@
 
 import sys
 
-from simfusion.evaluate import main
+from simfusion.cli.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 
 import sys
 
-from simfusion.catalog_index import main
+from simfusion.cli.index import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 
 import sys
 
-from simfusion.sample_data import main
+from simfusion.cli.sample_data import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 
 import sys
 
-from simfusion.detection import main
+from simfusion.cli.detect import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 
 import sys
 
-from simfusion.predict import main
+from simfusion.cli.predict import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 
 import sys
 
-from simfusion.saliency import main
+from simfusion.cli.views import main
 
 if __name__ == "__main__":
     sys.exit(main())

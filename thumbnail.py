@@ -3,7 +3,7 @@
 
 import sys
 
-from simfusion.thumbnail import main
+from simfusion.cli.thumbnail import main
 
 if __name__ == "__main__":
     sys.exit(main())

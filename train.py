@@ -3,7 +3,7 @@
 
 import sys
 
-from simfusion.training import main
+from simfusion.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

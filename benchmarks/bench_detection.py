@@ -70,7 +70,7 @@ def load_objects(*, seed: int = 0, n_fashion: int = 6) -> list[tuple[str, np.nda
     logo = data.logo()
     objects.append(("logo", logo[..., :3], logo[..., 3]))
     try:
-        from simfusion.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+        from simfusion.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 
         images, labels = load_fashion_mnist("test")
     except (ImportError, FileNotFoundError) as exc:
@@ -169,7 +169,7 @@ def load_catalog(step: int = 5) -> list[dict]:
     """Every `step`-th product photo of local_test_data/fashion, with the box of its product pixels."""
     import cv2
 
-    from simfusion.images import load_image
+    from simfusion.io.images import load_image
 
     root = os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "local_test_data", "fashion"
@@ -190,7 +190,7 @@ def load_catalog(step: int = 5) -> list[dict]:
 
 def measure(spec: str, cases: list[dict]) -> dict:
     """Run one detector over all `cases` in one call: IoU of its main box with the true box, and speed."""
-    from simfusion.detection import main_box, make_detector
+    from simfusion.detect.detection import main_box, make_detector
 
     detect = make_detector(spec)
     started = time.perf_counter()

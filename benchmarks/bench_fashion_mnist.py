@@ -3,9 +3,9 @@
 
 Catalog: the 10,000 test images. Queries: 1,000 drawn with seed 0, each left out of its own
 results; relevant = same class. Autoencoders train on the first `--train` training images
-(never on the catalog). Every number comes from the product's own code: simfusion.saliency for
-the views, simfusion.training for the autoencoders and the pretrained HED-VGG16 encoder,
-simfusion.fusion for pooling, whitening and fusion, simfusion.evaluate for the ranking and
+(never on the catalog). Every number comes from the product's own code: simfusion.views.saliency for
+the views, simfusion.learn.training for the autoencoders and the pretrained HED-VGG16 encoder,
+simfusion.search.vectors for pooling, whitening and fusion, simfusion.evaluate.protocol for the ranking and
 metrics (mAP@100 in the hashing convention the reference numbers use).
 
     python benchmarks/bench_fashion_mnist.py            # about 10-15 minutes on 2 cores
@@ -31,7 +31,7 @@ SECTION = "fashion_mnist"
 
 def product_views(images: np.ndarray, *, edges: str) -> dict[str, np.ndarray]:
     """The saliency stage's views of each image: saliency and edge maps as uint8, the foreground."""
-    from simfusion.saliency import compute_views, to_uint8
+    from simfusion.views.saliency import compute_views, to_uint8
 
     rgb = np.repeat(images[..., None], 3, axis=-1)
     out: dict[str, list[np.ndarray]] = {"saliency": [], "edges": [], "foreground": []}
@@ -45,7 +45,7 @@ def product_views(images: np.ndarray, *, edges: str) -> dict[str, np.ndarray]:
 
 def autoencoder_maps(train: np.ndarray, catalog: np.ndarray, *, epochs: int, objective: str, latent: int):
     """Train one autoencoder on `train` (N, 28, 28) and encode the catalog: feature maps (N, h, w, c)."""
-    from simfusion.training import AutoencoderEncoder, TrainOptions, encode_images, train_view
+    from simfusion.learn.training import AutoencoderEncoder, TrainOptions, encode_images, train_view
 
     options = TrainOptions(epochs=epochs, batch_size=128, latent=latent, objective=objective, patience=3)
     model, _ = train_view(train[..., None], options=options, name=objective)
@@ -54,7 +54,7 @@ def autoencoder_maps(train: np.ndarray, catalog: np.ndarray, *, epochs: int, obj
 
 def hed_maps(catalog: np.ndarray, *, block: str, size: int, grid: int) -> np.ndarray:
     """The pretrained view: HED's VGG16 backbone on the image upscaled to `size`, pooled to a grid."""
-    from simfusion.training import PretrainedEncoder, encode_images
+    from simfusion.learn.training import PretrainedEncoder, encode_images
 
     rgb = np.repeat(catalog[..., None], 3, axis=-1)
     return encode_images(
@@ -63,7 +63,8 @@ def hed_maps(catalog: np.ndarray, *, block: str, size: int, grid: int) -> np.nda
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simfusion.evaluate import (
+    from simfusion.data.fashion_mnist import load_fashion_mnist
+    from simfusion.evaluate.protocol import (
         baseline_vectors,
         draw_queries,
         format_table,
@@ -71,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         rank_methods,
         score_rankings,
     )
-    from simfusion.fashion_mnist import load_fashion_mnist
-    from simfusion.fusion import fit_transform
+    from simfusion.search.vectors import fit_transform
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=20000, help="training images for the autoencoders")

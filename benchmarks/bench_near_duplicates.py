@@ -11,11 +11,11 @@ all variants, in a seeded random order (so ties, common with 64-bit hashes, brea
 Every item is a query against all the others (it is left out of its own results); relevant =
 made from the same photo. mAP is over the full ranking (AP@k with k = catalog size - 1, so every
 relevant item counts: the usual AP), P@k with k = the number of variants per photo (which is
-also the number of relevant items, so P@k = R-precision). simfusion.evaluation computes both.
+also the number of relevant items, so P@k = R-precision). simfusion.evaluate.metrics computes both.
 
 The pipeline runs stage script by stage script, each in its own process:
 object_detection.py -> thumbnail.py -> saliency.py -> train.py (a short training at 64 px) ->
-fusion.py. The queries then go through predict's own in-memory path (simfusion.encoding: detection,
+fusion.py. The queries then go through predict's own in-memory path (simfusion.pipeline: detection,
 thumbnail, views, encoders, the index's frozen normalisation) and are searched in the fused
 index: the fused ranking and each view alone. It runs once with the default detector and once
 with `full` (no detection: the whole photo). imagehash's PHash, DHash, AHash and WHash (what
@@ -178,7 +178,7 @@ def make_catalog(folder: str, *, seed: int = 0, photos: str = PHOTOS) -> list[di
     Records: {id, image, source, variant}, in a seeded random order. Variants are PNG except the
     JPEG ones, which are written as the JPEG they are.
     """
-    from simfusion.images import load_image, save_image
+    from simfusion.io.images import load_image, save_image
 
     textures = load_textures()
     rng = np.random.default_rng(seed)
@@ -284,10 +284,10 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
     encoded as predict.py encodes them; and how well each query's vector matched its catalog entry."""
     from dataclasses import replace
 
-    from simfusion.encoding import catalog_detector, encode_records, load_pipeline
-    from simfusion.fusion import transform
-    from simfusion.index import search
-    from simfusion.predict import load_catalog
+    from simfusion.cli.predict import load_catalog
+    from simfusion.pipeline import catalog_detector, encode_records, load_pipeline
+    from simfusion.search.index import search
+    from simfusion.search.vectors import transform
 
     catalog = load_catalog(model)
     index = catalog.index
@@ -330,7 +330,7 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
 
 def metrics(ranking: np.ndarray, labels: np.ndarray, kinds: np.ndarray, k: int) -> dict:
     """mAP over the full ranking, P@k, and mAP of the queries of each variant kind."""
-    from simfusion.evaluation import average_precision_at_k, precision_at_k
+    from simfusion.evaluate.metrics import average_precision_at_k, precision_at_k
 
     ranked = labels[ranking]
     ap = average_precision_at_k(ranked, labels, ranking.shape[1])
@@ -438,8 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             "Pipeline: the stage scripts in turn (object_detection.py, thumbnail.py at "
             f"{args.size}x{args.size} RGB, saliency.py with HED edges, train.py {args.epochs} epochs "
             "with the default objective and views, fusion.py's default early-fusion exact index); "
-            "the queries are encoded in memory the way predict.py does (simfusion.encoding, "
-            "detection included) and searched with `simfusion.index.search`, fused and view by "
+            "the queries are encoded in memory the way predict.py does (simfusion.pipeline, "
+            "detection included) and searched with `simfusion.search.index.search`, fused and view by "
             "view. Hashes: imagehash on the files, ranked by Hamming distance; ties break in the "
             "catalog's seeded random order.",
             "",

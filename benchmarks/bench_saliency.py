@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no_write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
 
-    from simfusion.saliency import (
+    from simfusion.views.saliency import (
         compute_views,
         edge_map_canny,
         edge_maps_hed,

@@ -7,7 +7,7 @@ FAISS exact (IndexFlatIP), IVF (IndexIVFFlat, nlist ~4 sqrt(N), default nprobe),
 (IndexHNSWFlat, M=32, efSearch 64) and binary codes (IndexBinaryFlat over centred sign bits), and
 reports p50 / p95 latency, build time and recall@10 against the exact top 10. Queries are catalog
 items with fresh noise. HNSW is built at 10k and 100k only: on 2 cores a 1M graph takes many
-minutes. `simfusion search` rows time `simfusion.index.search` (early fusion of two 128-d views,
+minutes. `simfusion search` rows time `simfusion.search.index.search` (early fusion of two 128-d views,
 exact index, 100 candidates rescored per view) to show the wrapper's overhead. With --model DIR,
 also times the whole query (detection, thumbnail, views, encoders, search) on the sample images.
 
@@ -48,7 +48,7 @@ def clustered(
     scales the centres: at 1 the clusters are far apart and every index finds everything, at
     0.35 they overlap, so an item's neighbours often sit in other IVF lists (the harder case).
     """
-    from simfusion.fusion import l2_normalize
+    from simfusion.search.vectors import l2_normalize
 
     rng = np.random.default_rng(seed)
     centres = separation * rng.standard_normal((max(8, int(math.sqrt(n))), dim)).astype(np.float32)
@@ -65,7 +65,7 @@ def clustered(
 
 def queries_from(vectors: np.ndarray, count: int, *, seed: int, noise: float = 0.02) -> np.ndarray:
     """Catalog items moved a little (a re-photographed product), renormalised."""
-    from simfusion.fusion import l2_normalize
+    from simfusion.search.vectors import l2_normalize
 
     rng = np.random.default_rng(seed + 1)
     rows = rng.choice(len(vectors), count, replace=False)
@@ -108,8 +108,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 def bench_size(n: int, dim: int, count: int, seed: int) -> list[dict]:
     import faiss
 
-    from simfusion.fusion import binary_codes, fit_transform
-    from simfusion.index import (
+    from simfusion.search.index import (
         brute_force_search,
         build_faiss_index,
         build_index,
@@ -117,6 +116,7 @@ def bench_size(n: int, dim: int, count: int, seed: int) -> list[dict]:
         ivf_nlist,
         search,
     )
+    from simfusion.search.vectors import binary_codes, fit_transform
 
     rows = []
     start = time.perf_counter()
@@ -199,7 +199,7 @@ def bench_size(n: int, dim: int, count: int, seed: int) -> list[dict]:
         # truth for the wrapper: exact top 10 of the same fused score
         fused = np.concatenate([np.sqrt(0.5) * fitted["thumbnail"], np.sqrt(0.5) * fitted["edges"]], axis=1)
         qv = {"thumbnail": queries[:, :half], "edges": queries[:, half:]}
-        from simfusion.fusion import transform
+        from simfusion.search.vectors import transform
 
         qv = transform(qv, params)
         qf = np.concatenate([np.sqrt(0.5) * qv["thumbnail"], np.sqrt(0.5) * qv["edges"]], axis=1)
@@ -219,9 +219,9 @@ def bench_model(model: str, repeat: int) -> list[dict]:
     """Whole queries on the sample images: encode (detection .. encoders) then search, per query."""
     from dataclasses import replace
 
-    from simfusion.encoding import catalog_detector, encode_records, load_pipeline
-    from simfusion.fusion import transform
-    from simfusion.predict import load_catalog, rank
+    from simfusion.cli.predict import load_catalog, rank
+    from simfusion.pipeline import catalog_detector, encode_records, load_pipeline
+    from simfusion.search.vectors import transform
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     base = os.path.join(repo, "local_test_data")

@@ -61,7 +61,7 @@ def bench_training(size: int, n: int, *, objective: str, epochs: int = 3) -> flo
     """Training images/s: training images over the fastest epoch after the first."""
     import keras
 
-    from simfusion.training import ArrayImages, TrainOptions, train_view
+    from simfusion.learn.training import ArrayImages, TrainOptions, train_view
 
     times: list[float] = []
 
@@ -82,8 +82,8 @@ def bench_training(size: int, n: int, *, objective: str, epochs: int = 3) -> flo
 
 def bench_encoding(size: int, n: int) -> float:
     """Encoding images/s of an (untrained: same cost) autoencoder's encoder, batches of 64."""
-    from simfusion.autoencoder import build_autoencoder
-    from simfusion.training import AutoencoderEncoder
+    from simfusion.learn.autoencoder import build_autoencoder
+    from simfusion.learn.training import AutoencoderEncoder
 
     encoder = AutoencoderEncoder(build_autoencoder((size, size, 3), objective="plain"))
     batch = SyntheticImages(64, size).load(range(64))
@@ -107,9 +107,9 @@ def store_child(n: int, size: int, folder: str) -> dict:
     """Encode n synthetic thumbnails into a store, streaming; runs in its own process."""
     import tracemalloc
 
-    from simfusion.autoencoder import build_autoencoder
-    from simfusion.features import FeatureStore, StoreWriter
-    from simfusion.training import AutoencoderEncoder, iter_encoded
+    from simfusion.io.store import FeatureStore, StoreWriter
+    from simfusion.learn.autoencoder import build_autoencoder
+    from simfusion.learn.training import AutoencoderEncoder, iter_encoded
 
     encoder = AutoencoderEncoder(build_autoencoder((size, size, 3), objective="plain"))
     encoder(np.zeros((1, size, size, 3), np.uint8))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simfusion.autoencoder import (
+from simfusion.learn.autoencoder import (
     ENCODER_LAYER,
     Corruptor,
     build_autoencoder,
@@ -14,7 +14,7 @@ from simfusion.autoencoder import (
     nt_xent,
     reconstruction_of,
 )
-from simfusion.training import OBJECTIVES
+from simfusion.learn.training import OBJECTIVES
 
 
 @pytest.mark.parametrize(("shape", "latent"), [((32, 32, 3), 8), ((28, 28, 1), 4), ((40, 24, 3), 16)])

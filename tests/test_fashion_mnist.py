@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from simfusion.fashion_mnist import CLASS_NAMES, ROOT_ENV, find_root, load_fashion_mnist
+from simfusion.data.fashion_mnist import CLASS_NAMES, ROOT_ENV, find_root, load_fashion_mnist
 
 
 def write_idx(path, array, magic):

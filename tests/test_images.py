@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simfusion.images import ImageError, load_image, save_image, to_channels
+from simfusion.io.images import ImageError, load_image, save_image, to_channels
 
 
 @pytest.fixture

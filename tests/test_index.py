@@ -4,8 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from simfusion.fusion import fit_transform, l2_normalize, transform
-from simfusion.index import (
+from simfusion.search.index import (
     INDEX_FORMAT_VERSION,
     IndexFileError,
     add_items,
@@ -19,6 +18,7 @@ from simfusion.index import (
     save_index,
     search,
 )
+from simfusion.search.vectors import fit_transform, l2_normalize, transform
 
 KINDS = ("exact", "ivf", "hnsw", "binary")
 

@@ -3,7 +3,7 @@ import pytest
 from conftest import square_image
 from PIL import Image
 
-from simfusion.montage import (
+from simfusion.io.montage import (
     MATCH_COLOUR,
     Tile,
     draw_recommendations,

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from conftest import REPO, SAMPLE_DATA
 from PIL import Image
-from test_catalog_index import synthetic_store
+from test_build import synthetic_store
 
-from simfusion.catalog_index import build_catalog_index, index_path
-from simfusion.catalog_index import main as fusion_main
-from simfusion.features import store_path
-from simfusion.fusion import transform
-from simfusion.index import save_index
-from simfusion.montage import montage_size
-from simfusion.predict import Catalog, load_catalog, main, rank
-from simfusion.rules import Rules
+from simfusion.cli.index import main as fusion_main
+from simfusion.cli.predict import Catalog, load_catalog, main, rank
+from simfusion.io.montage import montage_size
+from simfusion.io.store import store_path
+from simfusion.search.build import build_catalog_index, index_path
+from simfusion.search.index import save_index
+from simfusion.search.rules import Rules
+from simfusion.search.vectors import transform
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_rank_applies_rules_and_searches_more_when_they_filter(tmp_path):
 def test_empty_catalog_gives_no_results(tmp_path):
     _, records, views = synthetic_model(tmp_path, n=10)
     catalog = load_catalog(tmp_path)
-    from simfusion.index import remove_items
+    from simfusion.search.index import remove_items
 
     remove_items(catalog.index, list(catalog.index.ids))
     queries = transform({view: maps[:1] for view, (_, maps, _) in views.items()}, catalog.index.params)
@@ -166,9 +166,9 @@ def trained(tmp_path_factory):
 
     One more image per class is held out to be added and queried.
     """
-    from simfusion.saliency import saliency_records
-    from simfusion.thumbnail import thumbnail_record
-    from simfusion.training import main as train_main
+    from simfusion.cli.train import main as train_main
+    from simfusion.views.saliency import saliency_records
+    from simfusion.views.thumbnail import thumbnail_record
 
     out = tmp_path_factory.mktemp("out")
     records = sample_records()

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from simfusion.records import (
+from simfusion.io.records import (
     RecordError,
     mark_duplicates,
     output_relpath,

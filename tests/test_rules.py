@@ -1,6 +1,6 @@
 import pytest
 
-from simfusion.rules import (
+from simfusion.search.rules import (
     Boost,
     Rules,
     apply_rules,

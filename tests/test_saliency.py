@@ -5,15 +5,15 @@ import os
 import numpy as np
 import pytest
 
-from simfusion.images import load_image, save_image
-from simfusion.saliency import (
+from simfusion.cli.views import main
+from simfusion.io.images import load_image, save_image
+from simfusion.views.saliency import (
     VIEW_NAMES,
     compute_views,
     edge_map_canny,
     edge_maps_hed,
     foreground_image,
     foreground_weight,
-    main,
     saliency_map,
 )
 

@@ -8,9 +8,9 @@ import pytest
 from conftest import REPO, square_image
 from PIL import Image
 
-from simfusion.images import load_image
-from simfusion.stage import run_stage
-from simfusion.thumbnail import clip_box, make_thumbnail, pad_to_aspect, thumbnail_record
+from simfusion.io.images import load_image
+from simfusion.io.stage import run_stage
+from simfusion.views.thumbnail import clip_box, make_thumbnail, pad_to_aspect, thumbnail_record
 
 
 def test_clip_box_adds_margin_and_stays_inside():
@@ -101,7 +101,7 @@ def test_record_keeps_its_fields_and_gains_the_thumbnail(tmp_path):
 def test_stage_accounts_for_every_record(tmp_path):
     from functools import partial
 
-    from simfusion.stage import map_records
+    from simfusion.io.stage import map_records
 
     records = write_catalog(tmp_path)
     stdin = io.StringIO("".join(json.dumps(r) + "\n" for r in records) + "{not json\n")

@@ -10,16 +10,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from simfusion.features import FeatureStore
-from simfusion.images import load_image, save_image
-from simfusion.training import (
+from simfusion.cli.train import build_parser, main, parse_views
+from simfusion.io.images import load_image, save_image
+from simfusion.io.store import FeatureStore
+from simfusion.learn.training import (
     TooFewImagesError,
     TrainOptions,
-    build_parser,
     encode_views,
     load_encoders,
-    main,
-    parse_views,
     pool_grid,
     split_indices,
     train_view,
@@ -224,7 +222,7 @@ def test_bad_flags_exit_2(capsys):
 
 
 def test_pipeline_settings_are_read_from_the_records():
-    from simfusion.training import pipeline_settings
+    from simfusion.learn.training import pipeline_settings
 
     records = [
         {

@@ -1,0 +1,228 @@
+"""fusion.py: build the fused catalog index; add or remove catalog items."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+from simfusion.search.build import (
+    STAGE,
+    add_catalog_items,
+    build_catalog_index,
+    check_store,
+    index_path,
+    remove_catalog_items,
+    summary,
+)
+from simfusion.search.index import KINDS, IndexFileError
+from simfusion.search.vectors import FUSIONS, POOLINGS, parse_weights
+
+log = logging.getLogger(__name__)
+
+
+def build_parser():
+    import argparse
+
+    from simfusion.cli.common import positive_int
+
+    parser = argparse.ArgumentParser(
+        prog="fusion.py",
+        description="Build the fused search index of a trained catalog (from <model_save_path>/features.h5), "
+        "or add new catalog images to it (--add, records on stdin) or remove ids (--remove) without "
+        "retraining. Prints a JSON summary (for --add: the records) on stdout.",
+    )
+    parser.add_argument(
+        "--model_save_path", required=True, help="folder of the trained models and features.h5"
+    )
+    parser.add_argument("--views", help="comma-separated views to fuse (default: every view of the store)")
+    parser.add_argument("--weights", help="per-view weights, e.g. thumbnail=1,edges=0.5 (default 1 each)")
+    parser.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        default="early",
+        help="early: weighted concatenation; late: weighted sum of per-view scores; "
+        "rrf: reciprocal-rank fusion (default early)",
+    )
+    parser.add_argument(
+        "--pooling", choices=POOLINGS, default="avgmax", help="how a feature map becomes a vector"
+    )
+    parser.add_argument("--whiten", action="store_true", help="PCA-whiten each view, fitted on the catalog")
+    parser.add_argument(
+        "--whiten_dim", type=positive_int, help="dimensions kept by the whitening (default all)"
+    )
+    parser.add_argument(
+        "--index",
+        choices=KINDS,
+        default="auto",
+        help="auto: exact below 50k items, HNSW above; binary: Hamming on sign bits",
+    )
+    parser.add_argument("--binary", action="store_true", help="same as --index binary")
+    parser.add_argument("--nlist", type=positive_int, help="IVF lists (default ~4 sqrt(N))")
+    parser.add_argument("--nprobe", type=positive_int, help="IVF lists searched per query")
+    parser.add_argument("--ef_search", type=positive_int, help="HNSW search breadth (default 64)")
+    parser.add_argument("--hnsw_m", type=positive_int, help="HNSW links per node (default 32)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--add", action="store_true", help="add the records on stdin to the store and the index"
+    )
+    mode.add_argument(
+        "--remove",
+        nargs="?",
+        const="-",
+        metavar="IDS",
+        help="remove comma-separated ids (no value: ids or records on stdin)",
+    )
+    parser.add_argument(
+        "--base_image_path", default=".", help="folder the added records' image paths are relative to"
+    )
+    parser.add_argument("--detector", help="object detector for --add (default: the one training used)")
+    parser.add_argument("--batch_size", type=positive_int, default=32, help="images encoded at once by --add")
+    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return parser
+
+
+def read_ids(stream) -> list[str]:
+    """Ids on stdin: one per line, bare or as a JSON record with an id."""
+    from simfusion.io.records import RecordError, record_id
+
+    ids = []
+    for line in stream:
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("{"):
+            try:
+                ids.append(record_id(json.loads(text)))
+            except (json.JSONDecodeError, RecordError) as exc:
+                log.error("remove: cannot read an id from %r: %s", text[:80], exc)
+        else:
+            ids.extend(part.strip() for part in text.split(",") if part.strip())
+    return ids
+
+
+def main(argv: list[str] | None = None) -> int:
+    from simfusion.cli.common import configure_logging
+    from simfusion.io.store import StoreFormatError, store_path
+    from simfusion.search.index import save_index
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    kind = "binary" if args.binary else args.index
+    if args.binary and args.index not in ("auto", "binary"):
+        parser.error(f"--binary and --index {args.index} disagree: give one of them")
+    try:
+        if args.remove is not None:
+            ids = (
+                read_ids(sys.stdin)
+                if args.remove == "-"
+                else [p.strip() for p in args.remove.split(",") if p.strip()]
+            )
+            if not ids:
+                parser.error("--remove: no ids given")
+            result = remove_catalog_items(args.model_save_path, ids)
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+            return 0
+        if args.add:
+            try:
+                return add_main(args)
+            except ValueError as exc:  # e.g. a store view that cannot be computed from a new image
+                log.error("add: %s", exc)
+                return 1
+        views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else None
+        if views is None:
+            from simfusion.io.store import FeatureStore
+
+            with FeatureStore(store_path(args.model_save_path)) as store:
+                known = store.views
+        else:
+            known = views
+        try:
+            weights = parse_weights(args.weights, known)
+        except ValueError as exc:
+            parser.error(f"--weights: {exc}")
+        try:
+            index = build_catalog_index(
+                store_path(args.model_save_path),
+                views=views,
+                weights=weights,
+                fusion=args.fusion,
+                pooling=args.pooling,
+                whiten=args.whiten,
+                whiten_dim=args.whiten_dim,
+                kind=kind,
+                nlist=args.nlist,
+                nprobe=args.nprobe,
+                ef_search=args.ef_search,
+                hnsw_m=args.hnsw_m,
+            )
+        except ValueError as exc:
+            if "unknown view" in str(exc):
+                parser.error(f"--views: {exc}")
+            raise
+        folder = save_index(index, index_path(args.model_save_path))
+        print(json.dumps(summary(index, folder), ensure_ascii=False), flush=True)
+        return 0
+    except (FileNotFoundError, StoreFormatError, IndexFileError) as exc:
+        log.error("%s", exc)
+        return 1
+
+
+def add_main(args) -> int:
+    """--add: encode the records on stdin in memory, append them to the store and the index."""
+    from dataclasses import replace
+
+    from simfusion.io.records import (
+        mark_duplicates,
+        parse_records,
+        record_id,
+        record_path,
+        set_error,
+        write_record,
+    )
+    from simfusion.io.store import FeatureStore, store_path
+    from simfusion.pipeline import catalog_detector, encode_records, load_pipeline
+    from simfusion.search.index import load_index
+
+    index = load_index(index_path(args.model_save_path))
+    with FeatureStore(store_path(args.model_save_path)) as store:
+        check_store(index, store)
+        store_views = store.views
+        held = set(store.record_ids())
+        pipeline = load_pipeline(args.model_save_path, detector=args.detector)
+        if pipeline.detector is None:
+            pipeline = replace(pipeline, detector=catalog_detector(store.records()))
+    records = list(mark_duplicates(parse_records(sys.stdin)))
+    for record in records:
+        if "error" not in record and (record_id(record) in index or record_id(record) in held):
+            set_error(record, STAGE, f"id {record_id(record)!r} is already in the catalog; --remove it first")
+    good = [record for record in records if "error" not in record]
+    encoded = encode_records(
+        good,
+        model_save_path=args.model_save_path,
+        base_path=args.base_image_path,
+        views=store_views,
+        pipeline=pipeline,
+        batch_size=args.batch_size,
+        stage=STAGE,
+    )
+    for record, found in zip(encoded.records, encoded.found, strict=True):
+        record.update(found)  # `detections` and `box`, as the catalog's records have them
+        # the montage finds an added item's picture here (no thumbnail file is written for it)
+        record["image_path"] = os.path.abspath(os.path.join(args.base_image_path, record_path(record)))
+    if encoded.records:
+        add_catalog_items(args.model_save_path, encoded.records, encoded.maps)
+    for record in encoded.records:
+        record["indexed"] = True
+    for record in records:
+        write_record(record, sys.stdout)
+    failed = sum("error" in record for record in records)
+    log.info(
+        "add: %d records indexed, %d with errors; the index holds %d items",
+        len(encoded.records),
+        failed,
+        len(index) + len(encoded.records),
+    )
+    return 1 if failed else 0

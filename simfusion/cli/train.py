@@ -1,0 +1,151 @@
+"""train.py: one autoencoder per view, the pretrained views, and the feature store."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from simfusion.learn.training import (
+    DEFAULT_VIEWS,
+    HED_BLOCKS,
+    OBJECTIVES,
+    STAGE,
+    TooFewImagesError,
+    TrainOptions,
+    train_catalog,
+)
+
+log = logging.getLogger(__name__)
+
+
+def parse_views(text: str) -> tuple[str, ...]:
+    views = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if not views:
+        raise ValueError("give at least one view")
+    for view in views:
+        if not all(c.isalnum() or c in "_-" for c in view):
+            raise ValueError(f"a view name is letters, digits, '_' or '-', not {view!r}")
+    return views
+
+
+def build_parser():
+    import argparse
+
+    from simfusion.cli.common import positive_int
+
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train one unsupervised autoencoder per view, then encode every record of every view "
+        "into <model_save_path>/features.h5. Records on stdin, records with `features` on stdout.",
+    )
+    parser.add_argument(
+        "--base_image_path_for_model",
+        "--base_image_path",
+        dest="base",
+        default=None,
+        help="folder holding <view>/<record's path> (used when a record has no path under the view's key)",
+    )
+    parser.add_argument("--model_save_path", help="folder for the models, training.json and features.h5")
+    parser.add_argument("--im_height", type=positive_int, default=128, help="thumbnail height in pixels")
+    parser.add_argument("--im_width", type=positive_int, default=128, help="thumbnail width in pixels")
+    parser.add_argument("--im_channel", type=int, choices=(1, 3), default=3, help="1 (gray) or 3 (RGB)")
+    parser.add_argument(
+        "--views", default=",".join(DEFAULT_VIEWS), help="comma-separated views to train/encode"
+    )
+    parser.add_argument("--epochs", type=positive_int, default=TrainOptions.epochs)
+    parser.add_argument("--batch_size", type=positive_int, default=TrainOptions.batch_size)
+    parser.add_argument("--latent", type=positive_int, default=TrainOptions.latent, help="latent channels")
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=TrainOptions.objective,
+        help="what the autoencoders learn from (see simfusion/autoencoder.py)",
+    )
+    parser.add_argument("--validation_split", type=float, default=TrainOptions.validation_split)
+    parser.add_argument(
+        "--patience", type=positive_int, default=TrainOptions.patience, help="early stopping patience"
+    )
+    parser.add_argument("--learning_rate", type=float, default=TrainOptions.learning_rate)
+    parser.add_argument("--contrastive_weight", type=float, default=TrainOptions.contrastive_weight)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoints of an earlier run"
+    )
+    parser.add_argument("--seed", type=int, default=TrainOptions.seed)
+    parser.add_argument(
+        "--hed_block", choices=HED_BLOCKS, default="block5", help="HED backbone block of hed_vgg16"
+    )
+    parser.add_argument(
+        "--hed_grid", type=positive_int, default=2, help="hed_vgg16 pooled to a grid x grid map"
+    )
+    parser.add_argument("--encode_batch_size", type=positive_int, default=64)
+    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
+    import contextlib
+
+    from simfusion.cli.common import configure_logging
+    from simfusion.io.records import mark_duplicates, parse_records, write_record
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.model_save_path:
+        parser.error("--model_save_path is required: the folder the models and features.h5 go to")
+    try:
+        views = parse_views(args.views)
+    except ValueError as exc:
+        parser.error(f"--views: {exc}")
+    if not 0 <= args.validation_split < 1:
+        parser.error("--validation_split must be in [0, 1)")
+    if args.learning_rate <= 0 or args.contrastive_weight < 0:
+        parser.error("--learning_rate must be > 0 and --contrastive_weight >= 0")
+    configure_logging(args.log_level)
+    stdin = sys.stdin if stdin is None else stdin
+    stdout = sys.stdout if stdout is None else stdout
+    options = TrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        latent=args.latent,
+        objective=args.objective,
+        validation_split=args.validation_split,
+        patience=args.patience,
+        seed=args.seed,
+        learning_rate=args.learning_rate,
+        contrastive_weight=args.contrastive_weight,
+    )
+    records = list(mark_duplicates(parse_records(stdin)))
+    skipped = sum("error" in record for record in records)
+    log.info(
+        "%s: %d records, %d with an earlier error (passed through, not trained on)",
+        STAGE,
+        len(records),
+        skipped,
+    )
+    # stdout carries records only: anything a library prints while training goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            train_catalog(
+                records,
+                model_save_path=args.model_save_path,
+                base=args.base,
+                views=views,
+                height=args.im_height,
+                width=args.im_width,
+                channels=args.im_channel,
+                options=options,
+                resume=args.resume,
+                hed_block=args.hed_block,
+                hed_grid=args.hed_grid,
+                encode_batch_size=args.encode_batch_size,
+                progress=not args.no_progress,
+            )
+        except TooFewImagesError as exc:
+            log.error("%s: %s", STAGE, exc)
+            return 1
+    for record in records:
+        write_record(record, stdout)
+    errors = sum("error" in record for record in records)
+    log.info("%s: %d records out, %d with errors", STAGE, len(records), errors)
+    return 0

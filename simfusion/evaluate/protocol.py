@@ -1,0 +1,280 @@
+"""The evaluate command: how well each view, the fusion and simple baselines rank a labelled catalog.
+
+    evaluate.py --model_save_path DIR [--category_key category] [--k 10,100] [--queries 1000]
+                [--views ...] [--weights ...] [--fusion early|late|rrf] [--whiten]
+                [--json PATH] [--plot PATH]
+
+Every catalog item of the trained store can be a query; a seeded sample of them is drawn, each is
+left out of its own results, and an item counts as relevant when it shares the query's category.
+Reports precision@k, recall@k and mAP@k (simfusion.evaluate.metrics) per view, for the fused ranking and
+for baselines computed from the thumbnails (raw pixels, PCA of pixels, colour histogram): a
+markdown table on stdout, JSON and a bar chart on request.
+
+The cores work on arrays (`rank_methods`, `score_rankings`, `baseline_vectors`), so benchmarks
+can evaluate vectors made without files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from simfusion.evaluate.metrics import (
+    mean_average_precision_at_k,
+    precision_at_k,
+    rank_catalog,
+    recall_at_k,
+)
+from simfusion.search.vectors import FUSED, FUSIONS
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("pixels", "pca", "histogram")
+BASELINE_SIZE = 32  # thumbnails are shrunk to this for the pixel baselines
+
+
+def draw_queries(n_items: int, n_queries: int | None, *, seed: int = 0) -> np.ndarray:
+    """Rows of the catalog used as queries: all of them, or `n_queries` drawn without replacement."""
+    if n_queries is None or n_queries >= n_items:
+        return np.arange(n_items, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n_items, n_queries, replace=False)).astype(np.int64)
+
+
+def rank_methods(
+    vectors: Mapping[str, np.ndarray], query_rows: np.ndarray, *, k: int
+) -> dict[str, np.ndarray]:
+    """Each method's top-`k` catalog rows per query (cosine, the query left out of its own results)."""
+    return {
+        method: rank_catalog(vecs[query_rows], vecs, k=k, exclude_self_ids=query_rows)[0]
+        for method, vecs in vectors.items()
+    }
+
+
+def fused_ranking(
+    vectors_by_view: Mapping[str, np.ndarray],
+    query_rows: np.ndarray,
+    *,
+    k: int,
+    fusion: str = "early",
+    weights: Mapping[str, float] | None = None,
+    view_rankings: Mapping[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """The fused top-`k` rows per query, by the same fusion rules fusion.py offers."""
+    from simfusion.search.vectors import fuse, fuse_scores, normalize_weights, rrf
+
+    views = list(vectors_by_view)
+    weights = {view: 1.0 for view in views} if weights is None else {view: weights[view] for view in views}
+    if fusion == "early":
+        fused = fuse(vectors_by_view, weights)
+        return rank_catalog(fused[query_rows], fused, k=k, exclude_self_ids=query_rows)[0]
+    if fusion == "late":
+        out = np.empty((len(query_rows), k), dtype=np.int64)
+        for start in range(0, len(query_rows), 256):
+            rows = query_rows[start : start + 256]
+            scores = fuse_scores(
+                {view: vecs[rows] @ vecs.T for view, vecs in vectors_by_view.items()}, weights
+            )
+            scores[np.arange(len(rows)), rows] = -np.inf
+            top = np.argpartition(-scores, k, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+            out[start : start + len(rows)] = np.take_along_axis(top, order, axis=1)
+        return out
+    if fusion == "rrf":
+        depth = min(len(next(iter(vectors_by_view.values()))) - 1, max(4 * k, 200))
+        rankings = view_rankings or {}
+        rankings = {
+            view: rankings[view]
+            if view in rankings and rankings[view].shape[1] >= depth
+            else rank_catalog(vecs[query_rows], vecs, k=depth, exclude_self_ids=query_rows)[0]
+            for view, vecs in vectors_by_view.items()
+        }
+        share = normalize_weights(weights)
+        out = np.empty((len(query_rows), k), dtype=np.int64)
+        for q in range(len(query_rows)):
+            labels, _ = rrf([rankings[view][q] for view in views], weights=[share[view] for view in views])
+            out[q] = labels[:k]
+        return out
+    raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
+
+
+def score_rankings(
+    rankings: Mapping[str, np.ndarray],
+    labels: Sequence[Any] | np.ndarray,
+    query_rows: np.ndarray,
+    *,
+    ks: Sequence[int] = (10, 100),
+) -> dict[str, dict[str, float]]:
+    """P@k, R@k and mAP@k of each method's ranking; recall counts the query's other same-label items."""
+    labels = np.asarray(labels)
+    query_labels = labels[query_rows]
+    values, counts = np.unique(labels, return_counts=True)
+    per_label = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    n_relevant = np.array([per_label[label] - 1 for label in query_labels.tolist()])
+    out: dict[str, dict[str, float]] = {}
+    for method, ranking in rankings.items():
+        ranked_labels = labels[np.asarray(ranking)]
+        metrics = {}
+        for k in ks:
+            metrics[f"P@{k}"] = precision_at_k(ranked_labels, query_labels, k)
+            metrics[f"R@{k}"] = recall_at_k(ranked_labels, query_labels, k, n_relevant)
+            metrics[f"mAP@{k}"] = mean_average_precision_at_k(ranked_labels, query_labels, k)
+        out[method] = metrics
+    return out
+
+
+def baseline_vectors(
+    images: np.ndarray, *, pca_dim: int = 128, bins: int = 8, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """The obvious alternatives: raw pixels, PCA of the pixels (fitted on the catalog), an RGB histogram."""
+    from sklearn.decomposition import PCA
+
+    batch = np.asarray(images)
+    if batch.ndim == 3:
+        batch = batch[..., None]
+    pixels = batch.reshape(len(batch), -1).astype(np.float32) / 255.0
+    dim = min(pca_dim, *pixels.shape)
+    pca = (
+        PCA(n_components=dim, random_state=seed)
+        .fit_transform(pixels - pixels.mean(axis=0))
+        .astype(np.float32)
+    )
+    levels = np.minimum((batch.astype(np.int64) * bins) // 256, bins - 1)
+    channels = batch.shape[-1]
+    codes = np.zeros(batch.shape[:-1], dtype=np.int64)
+    for c in range(channels):
+        codes = codes * bins + levels[..., c]
+    flat = codes.reshape(len(batch), -1)
+    histogram = np.stack([np.bincount(row, minlength=bins**channels) for row in flat]).astype(np.float32)
+    return {"pixels": pixels, "pca": pca, "histogram": np.sqrt(histogram / flat.shape[1])}
+
+
+def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """A markdown table: one row per method, one column per metric."""
+    metrics = list(next(iter(results.values())))
+    lines = ["| method | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for method, values in results.items():
+        lines.append(f"| {method} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def plot_results(results: Mapping[str, Mapping[str, float]], path: str, *, title: str = "") -> str:
+    """A grouped bar chart of every metric per method, written to `path` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(results)
+    metrics = list(next(iter(results.values())))
+    width = 0.8 / len(metrics)
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(methods) + 2), 4.2))
+    for i, metric in enumerate(metrics):
+        positions = np.arange(len(methods)) + (i - (len(metrics) - 1) / 2) * width
+        axes.bar(positions, [results[m][metric] for m in methods], width, label=metric)
+    axes.set_xticks(np.arange(len(methods)), methods, rotation=30, ha="right")
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("score")
+    axes.set_title(title)
+    axes.legend(fontsize="small", ncols=min(len(metrics), 3))
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def evaluate_store(
+    model_save_path: str,
+    *,
+    category_key: str = "category",
+    ks: Sequence[int] = (10, 100),
+    n_queries: int | None = 1000,
+    seed: int = 0,
+    views: Sequence[str] | None = None,
+    weights: str | None = None,
+    fusion: str = "early",
+    pooling: str = "avgmax",
+    whiten: bool = False,
+    baselines: Sequence[str] = BASELINES,
+    base_path: str = ".",
+) -> dict[str, Any]:
+    """Evaluate a trained catalog's store: per view, fused and baselines. Returns a JSON-ready dict.
+
+    `weights` are per-view fusion weights as fusion.py takes them (`thumbnail=1,edges=0.5`).
+    """
+    from simfusion.io.store import FeatureStore, store_path
+    from simfusion.search.build import catalog_vectors
+    from simfusion.search.vectors import apply_whitening, fit_whitening, parse_weights
+
+    with FeatureStore(store_path(model_save_path)) as store:
+        views = list(views or store.views)
+        unknown = [view for view in views if view not in store.views]
+        if unknown:
+            raise ValueError(
+                f"unknown view(s) {', '.join(unknown)}: the store holds {', '.join(store.views)}"
+            )
+        weights_by_view = parse_weights(weights, views)
+        ids, pooled = catalog_vectors(store, views, pooling=pooling)
+        records = {str(r.get("id", r.get("image_id"))): r for r in store.records()}
+    # the same whitening fusion.py --whiten fits on the catalog
+    vectors = {view: apply_whitening(v, fit_whitening(v)) for view, v in pooled.items()} if whiten else pooled
+    keep = [i for i, key in enumerate(ids) if records.get(key, {}).get(category_key) not in (None, "")]
+    if len(keep) < 2:
+        raise ValueError(f"fewer than 2 catalog items have a {category_key!r}: nothing to evaluate")
+    if len(keep) < len(ids):
+        log.warning("%d items have no %r and are left out", len(ids) - len(keep), category_key)
+    ids = [ids[i] for i in keep]
+    vectors = {view: vecs[keep] for view, vecs in vectors.items()}
+    labels = np.array([str(records[key][category_key]) for key in ids])
+    k_max = min(max(ks), len(ids) - 1)
+    ks = sorted({min(k, k_max) for k in ks})
+    query_rows = draw_queries(len(ids), n_queries, seed=seed)
+
+    methods = dict(vectors)
+    wanted = [name for name in baselines if name]
+    if wanted:
+        thumbs = _load_thumbnails([records[key] for key in ids], base_path=base_path)
+        methods.update(
+            {name: vecs for name, vecs in baseline_vectors(thumbs, seed=seed).items() if name in wanted}
+        )
+    rankings = rank_methods(methods, query_rows, k=k_max)
+    if len(vectors) > 1:
+        rankings[FUSED] = fused_ranking(
+            vectors, query_rows, k=k_max, fusion=fusion, weights=weights_by_view, view_rankings=rankings
+        )
+    results = score_rankings(rankings, labels, query_rows, ks=ks)
+    return {
+        "model_save_path": model_save_path,
+        "items": len(ids),
+        "queries": len(query_rows),
+        "seed": seed,
+        "category_key": category_key,
+        "views": views,
+        "fusion": fusion,
+        "whiten": whiten,
+        "pooling": pooling,
+        "results": results,
+    }
+
+
+def _load_thumbnails(records: Sequence[Mapping[str, Any]], *, base_path: str) -> np.ndarray:
+    import cv2
+
+    from simfusion.io.images import ImageError, load_image
+
+    out = []
+    for record in records:
+        path = record.get("thumbnail") or record.get("image") or record.get("path")
+        try:
+            image = load_image(os.path.join(base_path, path))
+        except (ImageError, TypeError) as exc:
+            raise ValueError(
+                f"baselines need the thumbnails: {exc} (use --baselines '' to skip them)"
+            ) from exc
+        out.append(cv2.resize(image, (BASELINE_SIZE, BASELINE_SIZE), interpolation=cv2.INTER_AREA))
+    return np.stack(out)

@@ -1,0 +1,543 @@
+"""The HDF5 feature store: each view's encoder feature maps, row-aligned with ids, beside the catalog.
+
+Layout of `features.h5`:
+- root attributes `format`, `format_version`, `package_version`, `created`, `input_size` [H, W, C];
+- `/catalog/ids` and `/catalog/records` (each record as a JSON string, same order), so a query can
+  return an item's fields and business rules can filter on them;
+- `/views/<view>/ids` row-aligned with `/views/<view>/features` float32 (N, h, w, c), chunked a few
+  rows per chunk (reading one candidate's row is cheap) and compressed; the view's attributes say
+  what produced it (`model`, `input_size`, `kind`, `objective`, `package_version`, `created`).
+
+Every write goes to a temporary file in the same folder and is renamed over the store only when it
+is complete, so a crash never leaves a broken store and readers see the old one or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import h5py
+import numpy as np
+
+from simfusion import __version__
+from simfusion.io.records import record_id, record_json, to_json
+
+log = logging.getLogger(__name__)
+
+FORMAT = "simfusion-features"
+FORMAT_VERSION = 1
+STORE_NAME = "features.h5"
+# Chunks of about this many bytes, one to MAX_CHUNK_ROWS rows: reading one row stays cheap.
+CHUNK_BYTES = 64 * 1024
+MAX_CHUNK_ROWS = 8
+COMPRESSIONS = ("gzip", "lzf", None)
+
+_STR = h5py.string_dtype(encoding="utf-8")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class StoreFormatError(ValueError):
+    """A file that is not a feature store, or one written in another format version."""
+
+
+def store_path(model_save_path: str | os.PathLike) -> str:
+    """Where train.py writes the store: `<model_save_path>/features.h5`."""
+    return os.path.join(os.fspath(model_save_path), STORE_NAME)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _attr_value(value: Any) -> Any:
+    """HDF5 attributes hold numbers, strings and arrays; dicts and None are stored as JSON text."""
+    if value is None or isinstance(value, Mapping):
+        return json.dumps(value, default=to_json)
+    if isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value):
+        return np.array([str(v) for v in value], dtype=_STR)
+    return value
+
+
+def _read_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return [_read_attr(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _set_attrs(target: h5py.AttributeManager, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        target[key] = _attr_value(value)
+
+
+def _chunk_rows(feature_shape: Sequence[int]) -> int:
+    row_bytes = 4 * int(np.prod(feature_shape, dtype=np.int64))
+    return int(np.clip(CHUNK_BYTES // max(row_bytes, 1), 1, MAX_CHUNK_ROWS))
+
+
+def _new_temp(folder: str) -> str:
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".h5")
+    os.close(handle)
+    return tmp
+
+
+def _commit_temp(tmp: str, path: str) -> None:
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class StoreWriter:
+    """Write a new store batch by batch, so a catalog larger than memory can be encoded into it.
+
+    Use as a context manager: the store appears at `path` (by rename) only on a clean exit; on an
+    exception the temporary file is deleted and any old store at `path` is left untouched.
+
+        with StoreWriter(path, attrs={"input_size": [128, 128, 3]}, catalog_records=records) as out:
+            out.add_view("thumbnail", {"model": "thumbnail.keras", "kind": "autoencoder"}, (16, 16, 16))
+            for ids, maps in batches:
+                out.append("thumbnail", ids, maps)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        catalog_records: Iterable[Mapping[str, Any]] | None = None,
+        compression: str | None = "gzip",
+    ) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
+        self.path = os.fspath(path)
+        self.compression = compression
+        self._attrs = dict(attrs or {})
+        self._catalog = catalog_records
+        self._file: h5py.File | None = None
+        self._tmp: str | None = None
+        self._seen: dict[str, set[str]] = {}
+        self._catalog_ids: set[str] = set()
+
+    def __enter__(self) -> StoreWriter:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def open(self) -> None:
+        self._tmp = _new_temp(os.path.dirname(os.path.abspath(self.path)))
+        try:
+            self._file = h5py.File(self._tmp, "w")
+            root = {"package_version": __version__, "created": now_iso(), **self._attrs}
+            _set_attrs(self._file.attrs, root)
+            # the format attributes are the writer's, never the caller's
+            self._file.attrs["format"] = FORMAT
+            self._file.attrs["format_version"] = FORMAT_VERSION
+            catalog = self._file.create_group("catalog")
+            for name in ("ids", "records"):
+                catalog.create_dataset(name, shape=(0,), maxshape=(None,), dtype=_STR, chunks=(256,))
+            self._file.create_group("views")
+            if self._catalog is not None:
+                self.add_records(self._catalog)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _h5(self) -> h5py.File:
+        if self._file is None:
+            raise RuntimeError("the store writer is not open: use it in a `with` block")
+        return self._file
+
+    def add_records(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append catalog records (each once, by `record_id`)."""
+        ids, texts = [], []
+        for record in records:
+            key = record_id(record)
+            if key in self._catalog_ids:
+                raise ValueError(f"catalog id {key!r} is given twice; ids must be unique")
+            self._catalog_ids.add(key)
+            ids.append(key)
+            texts.append(record_json(record))
+        _append_strings(self._h5()["catalog/ids"], ids)
+        _append_strings(self._h5()["catalog/records"], texts)
+
+    def add_view(self, name: str, attrs: Mapping[str, Any], feature_shape: Sequence[int]) -> None:
+        """Create an empty view whose rows are float32 feature maps of `feature_shape` (h, w, c)."""
+        if not name or "/" in name:
+            raise ValueError(f"a view name must be non-empty and have no '/', not {name!r}")
+        views = self._h5()["views"]
+        if name in views:
+            raise ValueError(f"view {name!r} was already added")
+        shape = tuple(int(v) for v in feature_shape)
+        group = views.create_group(name)
+        group.create_dataset("ids", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+        group.create_dataset(
+            "features",
+            shape=(0, *shape),
+            maxshape=(None, *shape),
+            dtype=np.float32,
+            chunks=(_chunk_rows(shape), *shape),
+            compression=self.compression,
+            shuffle=self.compression is not None,
+        )
+        _set_attrs(group.attrs, {"package_version": __version__, "created": now_iso(), **attrs})
+        self._seen[name] = set()
+
+    def append(self, view: str, ids: Sequence[str], features: np.ndarray) -> None:
+        """Append rows to a view; `ids` and `features` must have the same length."""
+        if view not in self._seen:
+            raise ValueError(f"unknown view {view!r}: call add_view first")
+        group = self._h5()["views"][view]
+        ids = [str(v) for v in ids]
+        seen = self._seen[view]
+        if len(set(ids)) < len(ids):
+            raise ValueError(f"the ids appended to view {view!r} repeat an id; ids must be unique")
+        clash = next((v for v in ids if v in seen), None)
+        if clash is not None:
+            raise ValueError(f"view {view!r} already holds id {clash!r}; ids must be unique")
+        _append_rows(group, ids, features)
+        seen.update(ids)
+
+    def commit(self) -> str:
+        """Close the temporary file and rename it over `path`."""
+        file, tmp = self._h5(), self._tmp
+        try:
+            if self._catalog_ids:
+                for view, ids in self._seen.items():
+                    missing = ids - self._catalog_ids
+                    if missing:
+                        raise ValueError(
+                            f"view {view!r} holds ids that are not in the catalog, e.g. {min(missing)!r}"
+                        )
+            file.close()
+            self._file = None
+            _commit_temp(tmp, self.path)
+            self._tmp = None
+        except BaseException:
+            self.abort()
+            raise
+        log.info("feature store written: %s (%s)", self.path, ", ".join(self._seen) or "no views")
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file; the old store, if any, stays."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            finally:
+                self._file = None
+        if self._tmp is not None:
+            _remove_quietly(self._tmp)
+            self._tmp = None
+
+
+def _append_strings(dataset: h5py.Dataset, values: Sequence[str]) -> None:
+    if not values:
+        return
+    start = dataset.shape[0]
+    dataset.resize((start + len(values),))
+    dataset[start:] = np.array(values, dtype=object)
+
+
+def _append_rows(group: h5py.Group, ids: Sequence[str], features: np.ndarray) -> None:
+    dataset = group["features"]
+    array = np.asarray(features, dtype=np.float32)
+    if array.ndim == len(dataset.shape) - 1 and len(ids) == 1:
+        array = array[None]
+    if array.shape[1:] != dataset.shape[1:]:
+        raise ValueError(
+            f"features of shape {array.shape[1:]} do not fit view rows of shape {dataset.shape[1:]}"
+        )
+    if len(array) != len(ids):
+        raise ValueError(f"{len(ids)} ids for {len(array)} feature rows; they must be row-aligned")
+    if not len(ids):
+        return
+    start = dataset.shape[0]
+    dataset.resize((start + len(ids), *dataset.shape[1:]))
+    dataset[start:] = array
+    _append_strings(group["ids"], list(ids))
+
+
+def write_store(
+    path: str | os.PathLike,
+    *,
+    catalog_records: Iterable[Mapping[str, Any]],
+    views: Mapping[str, tuple[Sequence[str], np.ndarray, Mapping[str, Any]]],
+    attrs: Mapping[str, Any] | None = None,
+    compression: str | None = "gzip",
+) -> str:
+    """Write a whole store at once: `views` maps a view name to (ids, features (N, h, w, c), attrs)."""
+    with StoreWriter(path, attrs=attrs, catalog_records=catalog_records, compression=compression) as out:
+        for name, (ids, features, view_attrs) in views.items():
+            array = np.asarray(features, dtype=np.float32)
+            out.add_view(name, view_attrs, array.shape[1:])
+            out.append(name, ids, array)
+    return os.fspath(path)
+
+
+class FeatureStore:
+    """Read a store: views, ids, feature rows (lazily, by rows or batches), catalog records, attributes.
+
+    Checks the format version on opening (`check=False` to inspect an old store). Use as a context
+    manager, or call `close()`.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, check: bool = True) -> None:
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(f"no feature store at {self.path}: run train.py first")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise StoreFormatError(f"{self.path} is not a readable HDF5 feature store: {exc}") from exc
+        self._ids: dict[str, list[str]] = {}
+        if check:
+            try:
+                self.check_version()
+            except BaseException:
+                self.close()
+                raise
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def check_version(self) -> None:
+        """Raise StoreFormatError unless this is a store of the format version this package reads."""
+        attrs = self._file.attrs
+        if _read_attr(attrs.get("format")) != FORMAT:
+            raise StoreFormatError(
+                f"{self.path} is not a simfusion feature store (no format={FORMAT!r} attribute)"
+            )
+        version = _read_attr(attrs.get("format_version"))
+        if version != FORMAT_VERSION:
+            raise StoreFormatError(
+                f"{self.path} is a feature store of format version {version}, written by simfusion "
+                f"{_read_attr(attrs.get('package_version'))}; this simfusion ({__version__}) reads version "
+                f"{FORMAT_VERSION}. Rebuild it with train.py, or use the simfusion version that wrote it."
+            )
+
+    @property
+    def views(self) -> list[str]:
+        return list(self._file["views"].keys())
+
+    def _view(self, view: str) -> h5py.Group:
+        if view not in self._file["views"]:
+            raise KeyError(f"the store has no view {view!r}; it has {', '.join(self.views) or 'none'}")
+        return self._file["views"][view]
+
+    def ids(self, view: str) -> list[str]:
+        """The ids of a view's rows, in row order."""
+        if view not in self._ids:
+            self._ids[view] = list(self._view(view)["ids"].asstr()[:])
+        return list(self._ids[view])
+
+    def rows(self, view: str, ids: Iterable[str]) -> np.ndarray:
+        """Row numbers of `ids` in a view (KeyError for an id it does not hold)."""
+        index = {key: row for row, key in enumerate(self.ids(view))}
+        return np.array([index[key] for key in ids], dtype=np.int64)
+
+    def shape(self, view: str) -> tuple[int, ...]:
+        """(N, h, w, c) of a view's features."""
+        return tuple(self._view(view)["features"].shape)
+
+    def dataset(self, view: str) -> h5py.Dataset:
+        """The view's features as a lazy h5py dataset (slicing reads only what it asks for)."""
+        return self._view(view)["features"]
+
+    def features(self, view: str, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Feature maps float32 of the given rows, in the given order (all rows when None)."""
+        dataset = self.dataset(view)
+        if rows is None:
+            return dataset[:]
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not len(rows):
+            return np.zeros((0, *dataset.shape[1:]), np.float32)
+        if rows.min() < 0 or rows.max() >= dataset.shape[0]:
+            raise IndexError(f"rows must be in 0..{dataset.shape[0] - 1}")
+        # h5py wants increasing, unique indices: read those, then put them back in the asked order
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return dataset[unique][inverse]
+
+    def batches(self, view: str, *, batch_size: int = 1024) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Yield (ids, features) of a view in row order, `batch_size` rows at a time."""
+        ids, dataset = self.ids(view), self.dataset(view)
+        for start in range(0, dataset.shape[0], batch_size):
+            yield ids[start : start + batch_size], dataset[start : start + batch_size]
+
+    def record_ids(self) -> list[str]:
+        return list(self._file["catalog/ids"].asstr()[:])
+
+    def records(self) -> list[dict[str, Any]]:
+        """The catalog records, in catalog order."""
+        return [json.loads(text) for text in self._file["catalog/records"].asstr()[:]]
+
+    def attrs(self, view: str | None = None) -> dict[str, Any]:
+        """The store's root attributes, or a view's attributes."""
+        source = self._file.attrs if view is None else self._view(view).attrs
+        return {key: _read_attr(value) for key, value in source.items()}
+
+
+def _update_copy(path: str, change) -> Any:
+    """Copy the store to a temporary file, apply `change(file)`, rename it over the store."""
+    with FeatureStore(path):
+        pass  # refuse to change a store of another format
+    tmp = _new_temp(os.path.dirname(os.path.abspath(path)))
+    try:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as file:
+            result = change(file)
+            file.attrs["modified"] = now_iso()
+        _commit_temp(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return result
+
+
+def append_items(
+    path: str | os.PathLike,
+    *,
+    views: Mapping[str, tuple[Sequence[str], np.ndarray]],
+    records: Iterable[Mapping[str, Any]] = (),
+) -> None:
+    """Add rows to several views and their records to the catalog, in one atomic update.
+
+    An id a view already holds is a ValueError (remove it first); an id with no catalog record
+    and none given gets a minimal {"id": ...} record, so every view id is in the catalog.
+    """
+    path = os.fspath(path)
+    records = list(records)
+
+    def change(file: h5py.File) -> None:
+        catalog_ids = set(file["catalog/ids"].asstr()[:])
+        new_records = []
+        for record in records:
+            key = record_id(record)
+            if key not in catalog_ids:
+                catalog_ids.add(key)
+                new_records.append((key, record_json(record)))
+        for view, (ids, features) in views.items():
+            if view not in file["views"]:
+                raise KeyError(f"the store has no view {view!r}; it has {', '.join(file['views']) or 'none'}")
+            group = file["views"][view]
+            held = set(group["ids"].asstr()[:])
+            ids = [str(v) for v in ids]
+            clash = [v for v in ids if v in held]
+            if clash or len(set(ids)) < len(ids):
+                raise ValueError(f"view {view!r} already holds id {(clash or ids)[0]!r}; remove it first")
+            _append_rows(group, ids, features)
+            for key in ids:
+                if key not in catalog_ids:
+                    catalog_ids.add(key)
+                    new_records.append((key, record_json({"id": key})))
+        _append_strings(file["catalog/ids"], [key for key, _ in new_records])
+        _append_strings(file["catalog/records"], [text for _, text in new_records])
+
+    _update_copy(path, change)
+
+
+def append_rows(
+    path: str | os.PathLike,
+    view: str,
+    ids: Sequence[str],
+    features: np.ndarray,
+    *,
+    records: Iterable[Mapping[str, Any]] = (),
+) -> None:
+    """Add rows to one view (and their records to the catalog), atomically. See `append_items`."""
+    append_items(path, views={view: (ids, features)}, records=records)
+
+
+def remove_ids(path: str | os.PathLike, ids: Iterable[str], *, batch_size: int = 1024) -> int:
+    """Remove these ids from every view and from the catalog, atomically; returns how many were held.
+
+    Rows are copied in batches to a new file (HDF5 cannot shrink a dataset in place without
+    leaving its space unused), so memory stays flat for a large store.
+    """
+    path = os.fspath(path)
+    drop = {str(v) for v in ids}
+    with FeatureStore(path) as store:
+        tmp = _new_temp(os.path.dirname(os.path.abspath(path)))
+        removed: set[str] = set()
+        try:
+            with h5py.File(tmp, "w") as out:
+                for key, value in store._file.attrs.items():
+                    out.attrs[key] = value
+                out.attrs["modified"] = now_iso()
+                catalog_ids = store.record_ids()
+                keep = [i for i, key in enumerate(catalog_ids) if key not in drop]
+                removed.update(key for key in catalog_ids if key in drop)
+                catalog = out.create_group("catalog")
+                for name in ("ids", "records"):
+                    values = store._file["catalog"][name].asstr()[:]
+                    catalog.create_dataset(
+                        name,
+                        data=np.array(values[keep], dtype=object),
+                        dtype=_STR,
+                        maxshape=(None,),
+                        chunks=(256,),
+                    )
+                views = out.create_group("views")
+                for view in store.views:
+                    source = store._file["views"][view]
+                    group = views.create_group(view)
+                    for key, value in source.attrs.items():
+                        group.attrs[key] = value
+                    old = source["features"]
+                    group.create_dataset("ids", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+                    group.create_dataset(
+                        "features",
+                        shape=(0, *old.shape[1:]),
+                        maxshape=(None, *old.shape[1:]),
+                        dtype=old.dtype,
+                        chunks=old.chunks,
+                        compression=old.compression,
+                        compression_opts=old.compression_opts,
+                        shuffle=old.shuffle,
+                    )
+                    for batch_ids, batch in store.batches(view, batch_size=batch_size):
+                        mask = np.array([key not in drop for key in batch_ids], dtype=bool)
+                        removed.update(key for key, kept in zip(batch_ids, mask, strict=True) if not kept)
+                        _append_rows(
+                            group,
+                            [key for key, kept in zip(batch_ids, mask, strict=True) if kept],
+                            batch[mask],
+                        )
+            _commit_temp(tmp, path)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+    missing = len(drop - removed)
+    if missing:
+        log.warning("remove: %d of %d ids were not in the store", missing, len(drop))
+    return len(removed)

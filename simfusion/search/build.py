@@ -1,0 +1,219 @@
+"""The catalog index beside the feature store: build it, add new items, remove items (fusion.py).
+
+    fusion.py --model_save_path DIR [--views ...] [--weights ...] [--fusion early|late|rrf]
+              [--pooling ...] [--whiten] [--index auto|exact|ivf|hnsw|binary] [--binary]
+    fusion.py --model_save_path DIR --add --base_image_path BASE < records
+    fusion.py --model_save_path DIR --remove id1,id2        (or --remove, ids on stdin)
+
+Building reads `<DIR>/features.h5`, pools each view's feature maps, fits the normalisation
+(and optional PCA-whitening) on the catalog and writes `<DIR>/index/`. Adding runs new images
+through detection, thumbnail, views and the trained encoders in memory, appends them to the
+store and to the index with the frozen normalisation: nothing is retrained or refitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from simfusion.search.index import CatalogIndex, IndexFileError
+from simfusion.search.vectors import (
+    fit_transform,
+    l2_normalize,
+    pool_features,
+    transform,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "fusion"
+INDEX_FOLDER = "index"
+# what a view's vectors depend on: when the store's differ from the index's, the index is stale
+SIGNATURE_KEYS = ("model", "input_size", "kind", "objective", "created")
+
+
+def index_path(model_save_path: str | os.PathLike) -> str:
+    """Where the index lives: `<model_save_path>/index`."""
+    return os.path.join(os.fspath(model_save_path), INDEX_FOLDER)
+
+
+def store_signature(store, views: Sequence[str]) -> dict[str, Any]:
+    """What the store says produced the given views; kept in the index to detect a stale one."""
+    root = store.attrs()
+    signature = {"format_version": root.get("format_version"), "package_version": root.get("package_version")}
+    signature["views"] = {
+        view: {
+            **{key: store.attrs(view).get(key) for key in SIGNATURE_KEYS},
+            "feature_shape": list(store.shape(view)[1:]),
+        }
+        for view in views
+    }
+    return signature
+
+
+def check_store(index: CatalogIndex, store) -> None:
+    """Raise IndexFileError when the store's models differ from those the index was built from."""
+    built = index.meta.get("store", {}).get("views", {})
+    missing = [view for view in index.views if view not in store.views]
+    if missing:
+        raise IndexFileError(
+            f"the feature store has no view(s) {', '.join(missing)} that the index was built with; "
+            "rebuild the index with fusion.py"
+        )
+    now = store_signature(store, index.views)["views"]
+    for view in index.views:
+        if built.get(view) != now[view]:
+            raise IndexFileError(
+                f"the index was built from other features of view {view!r} (another model or training run) "
+                f"than {store.path} holds; rebuild it with fusion.py --model_save_path ..."
+            )
+
+
+def catalog_vectors(
+    store, views: Sequence[str], *, pooling: str = "avgmax", batch_size: int = 1024
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Pooled, L2-normalised vectors of every view, row-aligned over the ids all views hold.
+
+    Pooled batch by batch, so the feature maps of a large catalog never sit in memory at once.
+    """
+    pooled: dict[str, np.ndarray] = {}
+    ids_of: dict[str, list[str]] = {}
+    for view in views:
+        parts, ids = [], []
+        for batch_ids, maps in store.batches(view, batch_size=batch_size):
+            parts.append(l2_normalize(pool_features(maps, pooling=pooling)))
+            ids.extend(batch_ids)
+        if not parts:
+            raise ValueError(f"view {view!r} of the feature store is empty: nothing to index")
+        pooled[view], ids_of[view] = np.concatenate(parts), ids
+    shared = set.intersection(*(set(ids) for ids in ids_of.values()))
+    ids = [key for key in ids_of[views[0]] if key in shared]
+    for view in views:
+        if len(ids_of[view]) != len(ids):
+            log.warning("view %r: %d ids are not in every view; left out", view, len(ids_of[view]) - len(ids))
+        if ids_of[view] != ids:
+            rows = {key: row for row, key in enumerate(ids_of[view])}
+            pooled[view] = pooled[view][[rows[key] for key in ids]]
+    return ids, pooled
+
+
+def build_catalog_index(
+    store_file: str | os.PathLike,
+    *,
+    views: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+    fusion: str = "early",
+    pooling: str = "avgmax",
+    whiten: bool = False,
+    whiten_dim: int | None = None,
+    kind: str = "auto",
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    hnsw_m: int | None = None,
+) -> CatalogIndex:
+    """Index the catalog of a feature store (all its views unless `views` names some)."""
+    from simfusion.io.store import FeatureStore
+    from simfusion.search.index import EF_SEARCH, HNSW_M, build_index
+
+    with FeatureStore(store_file) as store:
+        views = list(views or store.views)
+        unknown = [view for view in views if view not in store.views]
+        if unknown:
+            raise ValueError(f"unknown view(s) {', '.join(unknown)}: the store has {', '.join(store.views)}")
+        ids, pooled = catalog_vectors(store, views, pooling=pooling)
+        signature = store_signature(store, views)
+    vectors, params = fit_transform(pooled, pooling=pooling, whiten=whiten, whiten_dim=whiten_dim)
+    return build_index(
+        vectors,
+        ids,
+        params=params,
+        fusion=fusion,
+        weights=weights,
+        kind=kind,
+        pooling=pooling,
+        whiten=whiten,
+        nlist=nlist,
+        nprobe=nprobe,
+        ef_search=ef_search or EF_SEARCH,
+        hnsw_m=hnsw_m or HNSW_M,
+        extra={"store": signature},
+    )
+
+
+def add_catalog_items(
+    model_save_path: str | os.PathLike,
+    records: Sequence[dict[str, Any]],
+    maps_by_view: Mapping[str, np.ndarray],
+) -> CatalogIndex:
+    """Append encoded items to the store (all its views) and to the index, then save the index.
+
+    `maps_by_view` holds each store view's feature maps, row-aligned with `records`. Nothing is
+    refitted: the index's frozen pooling and whitening make the new vectors.
+    """
+    from simfusion.io.records import record_id
+    from simfusion.io.store import FeatureStore, append_items, store_path
+    from simfusion.search.index import add_items, load_index, save_index
+
+    folder = index_path(model_save_path)
+    index = load_index(folder)
+    with FeatureStore(store_path(model_save_path)) as store:
+        check_store(index, store)
+        missing = [view for view in store.views if view not in maps_by_view]
+    if missing:
+        raise ValueError(f"no feature maps for store view(s) {', '.join(missing)}")
+    ids = [record_id(record) for record in records]
+    append_items(
+        store_path(model_save_path),
+        views={view: (ids, maps) for view, maps in maps_by_view.items()},
+        records=records,
+    )
+    vectors = transform(
+        {view: maps_by_view[view] for view in index.views}, index.params, pooling=index.meta["pooling"]
+    )
+    add_items(index, ids, vectors)
+    save_index(index, folder)
+    return index
+
+
+def remove_catalog_items(model_save_path: str | os.PathLike, ids: Iterable[str]) -> dict[str, Any]:
+    """Remove ids from the store and from the index; returns what was removed and what was not there."""
+    from simfusion.io.store import remove_ids, store_path
+    from simfusion.search.index import load_index, remove_items, save_index
+
+    ids = list(dict.fromkeys(str(key) for key in ids))
+    folder = index_path(model_save_path)
+    index = load_index(folder)
+    in_store = remove_ids(store_path(model_save_path), ids)
+    removed = remove_items(index, ids)
+    save_index(index, folder)
+    missing = [key for key in ids if key not in set(removed)]
+    return {
+        "removed": len(removed),
+        "removed_from_store": in_store,
+        "ids": removed,
+        "missing": missing,
+        "items": len(index),
+    }
+
+
+def summary(index: CatalogIndex, folder: str) -> dict[str, Any]:
+    meta = index.meta
+    return {
+        "index": folder,
+        "items": len(index),
+        "views": index.views,
+        "weights": index.weights,
+        "fusion": index.fusion,
+        "pooling": meta["pooling"],
+        "whiten": meta["whiten"],
+        "kind": index.kind,
+        "dims": meta["dims"],
+    }
+
+
+# ---------------------------------------------------------------- command line

@@ -1,0 +1,650 @@
+"""The catalog's FAISS indexes: build, search with fusion, add, remove, save and load.
+
+A `CatalogIndex` holds, for early fusion, one index over the fused vectors (sqrt-weighted
+concatenation of the views) and, for late and rrf fusion, one index per view. Candidates come
+from the FAISS indexes; every candidate is then rescored exactly per view from its reconstructed
+vector, so each hit carries its per-view scores whatever the index kind.
+
+Kinds: `exact` (IndexFlatIP), `ivf` (IndexIVFFlat with its own ids and a hashtable direct map, so
+items can be removed and reconstructed), `hnsw` (IndexHNSWFlat; FAISS cannot remove from it, so
+removed items become tombstones skipped at search time and the graph is rebuilt once they are a
+quarter of it), `binary` (sign bits of the centred vectors, exact Hamming search with
+IndexBinaryFlat). Catalog ids (strings) map to int64 labels that are never reused.
+
+Saved as a folder: `index.json` (settings, ids and labels), `params.npz` (the fitted pooling
+normalisation and whitening, no pickle) and one `.faiss` file per part.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from simfusion import __version__
+from simfusion.search.vectors import FUSED, FUSIONS, binary_codes, hamming_similarity, normalize_weights, rrf
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = "simfusion-index"
+INDEX_FORMAT_VERSION = 1
+META_FILE = "index.json"
+PARAMS_FILE = "params.npz"
+KINDS = ("auto", "exact", "ivf", "hnsw", "binary")
+EXACT_LIMIT = 50_000  # auto: exact search below this many items, HNSW from here on
+HNSW_M = 32
+EF_SEARCH = 64
+EF_CONSTRUCTION = 40
+IVF_TRAIN_LIMIT = 100_000  # k-means on more points costs minutes and gains little
+TOMBSTONE_SHARE = 0.25
+
+Hit = dict[str, Any]
+
+
+class IndexFileError(ValueError):
+    """An index folder that is missing, damaged or from another version: re-run fusion.py."""
+
+
+def choose_kind(n: int) -> str:
+    """The index kind for a catalog of `n` items: exact search while it is cheap, HNSW beyond."""
+    return "exact" if n < EXACT_LIMIT else "hnsw"
+
+
+def ivf_nlist(n: int) -> int:
+    """IVF lists for `n` items: ~4 sqrt(n), with at least ~39 training points per list."""
+    return max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39))
+
+
+def default_nprobe(nlist: int) -> int:
+    """IVF lists searched per query: 4 sqrt(nlist) (about 0.8-0.9 recall@10 on overlapping clusters
+    in benchmarks/bench_search.py, where sqrt(nlist) gave only 0.6-0.75)."""
+    return min(nlist, max(16, 4 * int(round(math.sqrt(nlist)))))
+
+
+# ---------------------------------------------------------------- single FAISS indexes
+
+
+def build_faiss_index(
+    data: np.ndarray,
+    labels: np.ndarray,
+    *,
+    kind: str,
+    nlist: int | None = None,
+    hnsw_m: int = HNSW_M,
+    seed: int = 0,
+):
+    """One FAISS index over `data` (float32 vectors, or packed uint8 codes for `binary`) with `labels`.
+
+    Inner product for float vectors (cosine for unit vectors), Hamming for codes.
+    """
+    import faiss
+
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    if kind == "binary":
+        codes = np.ascontiguousarray(data, dtype=np.uint8)
+        index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(codes.shape[1] * 8))
+        index.add_with_ids(codes, labels)
+        return index
+    vectors = np.ascontiguousarray(data, dtype=np.float32)
+    dim = vectors.shape[1]
+    if kind == "exact":
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    elif kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = EF_CONSTRUCTION
+        index = faiss.IndexIDMap2(inner)
+    elif kind == "ivf":
+        nlist = nlist or ivf_nlist(len(vectors))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        train = vectors
+        if len(vectors) > IVF_TRAIN_LIMIT:
+            pick = np.random.default_rng(seed).choice(len(vectors), IVF_TRAIN_LIMIT, replace=False)
+            train = vectors[np.sort(pick)]
+        index.train(train)
+        # a hashtable direct map lets the IVF reconstruct and remove items by label
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        index.nprobe = default_nprobe(nlist)
+    else:
+        raise ValueError(f"index kind must be one of {', '.join(KINDS[1:])}, not {kind!r}")
+    if len(vectors):
+        index.add_with_ids(vectors, labels)
+    return index
+
+
+def faiss_search(
+    index,
+    queries: np.ndarray,
+    k: int,
+    *,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    exclude: Sequence[int] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search `k` nearest labels per query: (distances, labels), labels -1 where fewer exist.
+
+    Distances are inner products for float indexes, Hamming distances for binary ones. `exclude`
+    labels are skipped during the search (HNSW tombstones).
+    """
+    import faiss
+
+    if isinstance(index, faiss.IndexBinary):
+        return index.search(np.ascontiguousarray(queries, dtype=np.uint8), k)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    selector = (
+        faiss.IDSelectorNot(faiss.IDSelectorBatch(np.asarray(exclude, np.int64))) if len(exclude) else None
+    )
+    if isinstance(inner, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(efSearch=max(ef_search or EF_SEARCH, k))
+        if selector is not None:
+            params.sel = selector
+    elif isinstance(inner, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF(nprobe=min(nprobe or inner.nprobe, inner.nlist))
+        if selector is not None:
+            params.sel = selector
+    else:
+        params = None if selector is None else faiss.SearchParameters(sel=selector)
+    return index.search(queries, k, params=params)
+
+
+def faiss_reconstruct(index, labels: np.ndarray) -> np.ndarray:
+    """The stored vectors (or codes) of `labels`, row-aligned."""
+    import faiss
+
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    if isinstance(index, faiss.IndexBinary):
+        out = np.empty((len(labels), index.code_size), dtype=np.uint8)
+        for row, label in enumerate(labels):
+            out[row] = index.reconstruct(int(label))
+        return out
+    if not len(labels):
+        return np.zeros((0, index.d), dtype=np.float32)
+    return index.reconstruct_batch(labels)
+
+
+def faiss_kind(index) -> str:
+    import faiss
+
+    if isinstance(index, faiss.IndexBinary):
+        return "binary"
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    if isinstance(inner, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(inner, faiss.IndexIVF):
+        return "ivf"
+    return "exact"
+
+
+def brute_force_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product search in numpy: (scores, rows) best first, for comparison with FAISS."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    scores = np.asarray(queries, dtype=np.float32) @ vectors.T
+    k = min(k, vectors.shape[0])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-part, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
+# ---------------------------------------------------------------- the catalog index
+
+
+@dataclass
+class CatalogIndex:
+    """The fused search structure of one catalog; `meta` is what `index.json` holds."""
+
+    meta: dict[str, Any]
+    params: dict[str, np.ndarray]
+    parts: dict[str, Any]
+    ids: list[str] = field(default_factory=list)
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    removed: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.remap()
+
+    def remap(self) -> None:
+        """Refresh the id <-> label lookups after `ids` / `labels` changed."""
+        self._label_of = {item: int(label) for item, label in zip(self.ids, self.labels, strict=True)}
+        self._id_of = {int(label): item for item, label in zip(self.ids, self.labels, strict=True)}
+
+    @property
+    def views(self) -> list[str]:
+        return list(self.meta["views"])
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(self.meta["weights"])
+
+    @property
+    def fusion(self) -> str:
+        return self.meta["fusion"]
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._label_of
+
+    def label_of(self, item: str) -> int:
+        return self._label_of[item]
+
+    def id_of(self, label: int) -> str:
+        return self._id_of[label]
+
+
+def build_index(
+    vectors_by_view: Mapping[str, np.ndarray],
+    ids: Sequence[str],
+    *,
+    params: Mapping[str, np.ndarray],
+    fusion: str = "early",
+    weights: Mapping[str, float] | None = None,
+    kind: str = "auto",
+    pooling: str = "avgmax",
+    whiten: bool = False,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    ef_search: int = EF_SEARCH,
+    hnsw_m: int = HNSW_M,
+    extra: Mapping[str, Any] | None = None,
+) -> CatalogIndex:
+    """Index catalog vectors (already pooled and transformed by `fusion.fit_transform`).
+
+    `extra` goes into the meta as is (e.g. what the feature store says about its models).
+    """
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
+    if kind not in KINDS:
+        raise ValueError(f"index kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    views = list(vectors_by_view)
+    if not views:
+        raise ValueError("no views to index")
+    ids = [str(item) for item in ids]
+    if len(set(ids)) != len(ids):
+        raise ValueError("catalog ids must be unique")
+    for view, vectors in vectors_by_view.items():
+        if len(vectors) != len(ids):
+            raise ValueError(f"view {view!r} has {len(vectors)} vectors for {len(ids)} ids")
+    weights = {view: float((weights or {}).get(view, 1.0)) for view in views}
+    normalize_weights(weights)  # validates
+    kind = choose_kind(len(ids)) if kind == "auto" else kind
+    dims = {view: int(np.asarray(vectors).shape[1]) for view, vectors in vectors_by_view.items()}
+    if kind == "ivf":
+        nlist = nlist or ivf_nlist(len(ids))
+        nprobe = nprobe or default_nprobe(nlist)
+    meta = {
+        "format": INDEX_FORMAT,
+        "format_version": INDEX_FORMAT_VERSION,
+        "package_version": __version__,
+        "views": views,
+        "weights": weights,
+        "fusion": fusion,
+        "pooling": pooling,
+        "whiten": bool(whiten),
+        "kind": kind,
+        "dims": dims,
+        "nlist": nlist,
+        "nprobe": nprobe,
+        "ef_search": ef_search,
+        "hnsw_m": hnsw_m,
+        "next_label": len(ids),
+        **dict(extra or {}),
+    }
+    index = CatalogIndex(
+        meta=meta, params=dict(params), parts={}, ids=ids, labels=np.arange(len(ids), dtype=np.int64)
+    )
+    for name, data in _part_data(index, vectors_by_view).items():
+        index.parts[name] = build_faiss_index(data, index.labels, kind=kind, nlist=nlist, hnsw_m=hnsw_m)
+    log.info("indexed %d items: %s fusion of %s, %s index", len(ids), fusion, ", ".join(views), kind)
+    return index
+
+
+def _part_names(index: CatalogIndex) -> list[str]:
+    return [FUSED] if index.fusion == "early" else index.views
+
+
+def _codes(index: CatalogIndex, view: str, vectors: np.ndarray) -> np.ndarray:
+    return binary_codes(vectors, index.params.get(f"{view}/center"))
+
+
+def _part_data(index: CatalogIndex, vectors_by_view: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What each FAISS part stores for these items: fused or per-view vectors, or their codes."""
+    binary = index.kind == "binary"
+    missing = [view for view in index.views if view not in vectors_by_view]
+    if missing:
+        raise ValueError(f"vectors of view(s) {', '.join(missing)} are missing")
+    for view in index.views:
+        got = np.asarray(vectors_by_view[view]).shape[1]
+        if got != index.meta["dims"][view]:
+            raise ValueError(
+                f"view {view!r} vectors have {got} dimensions, the index {index.meta['dims'][view]}"
+            )
+    if binary:
+        per_view = {view: _codes(index, view, vectors_by_view[view]) for view in index.views}
+    else:
+        per_view = {view: np.asarray(vectors_by_view[view], np.float32) for view in index.views}
+    if index.fusion != "early":
+        return per_view
+    if binary:
+        return {FUSED: np.ascontiguousarray(np.concatenate([per_view[v] for v in index.views], axis=1))}
+    share = normalize_weights(index.weights)
+    return {FUSED: np.concatenate([np.sqrt(share[v]) * per_view[v] for v in index.views], axis=1)}
+
+
+def _offsets(index: CatalogIndex) -> dict[str, tuple[int, int]]:
+    """Where each view sits inside a fused vector (float columns, or code bytes for binary)."""
+    out, start = {}, 0
+    for view in index.views:
+        dim = index.meta["dims"][view]
+        width = (dim + 7) // 8 if index.kind == "binary" else dim
+        out[view] = (start, start + width)
+        start += width
+    return out
+
+
+def add_items(
+    index: CatalogIndex, ids: Sequence[str], vectors_by_view: Mapping[str, np.ndarray]
+) -> list[int]:
+    """Add items (vectors transformed with the index's own params) without refitting anything.
+
+    Raises ValueError for an id already in the index. Returns the new labels.
+    """
+    ids = [str(item) for item in ids]
+    clash = [item for item in ids if item in index]
+    if clash or len(set(ids)) != len(ids):
+        raise ValueError(f"already in the index (remove them first): {', '.join(clash) or 'repeated ids'}")
+    start = int(index.meta["next_label"])
+    labels = np.arange(start, start + len(ids), dtype=np.int64)
+    if ids:
+        for name, data in _part_data(index, vectors_by_view).items():
+            index.parts[name].add_with_ids(np.ascontiguousarray(data), labels)
+    index.meta["next_label"] = start + len(ids)
+    index.ids.extend(ids)
+    index.labels = np.concatenate([index.labels, labels])
+    index.remap()
+    return labels.tolist()
+
+
+def remove_items(index: CatalogIndex, ids: Sequence[str]) -> list[str]:
+    """Remove items by id; ids not in the index are ignored. Returns the ids removed."""
+    found = [str(item) for item in dict.fromkeys(ids) if str(item) in index]
+    if not found:
+        return []
+    labels = np.array([index.label_of(item) for item in found], dtype=np.int64)
+    if index.kind == "hnsw":
+        index.removed.update(labels.tolist())
+    else:
+        for part in index.parts.values():
+            part.remove_ids(labels)
+    gone = set(labels.tolist())
+    keep = np.array([label not in gone for label in index.labels.tolist()], dtype=bool)
+    index.ids = [item for item, kept in zip(index.ids, keep, strict=True) if kept]
+    index.labels = index.labels[keep]
+    index.remap()
+    if index.removed and len(index.removed) > TOMBSTONE_SHARE * (len(index.ids) + len(index.removed)):
+        _compact(index)
+    return found
+
+
+def _compact(index: CatalogIndex) -> None:
+    """Rebuild HNSW parts from their live vectors, dropping tombstones."""
+    log.info("rebuilding the HNSW graph without %d removed items", len(index.removed))
+    for name, part in list(index.parts.items()):
+        data = faiss_reconstruct(part, index.labels)
+        index.parts[name] = build_faiss_index(data, index.labels, kind="hnsw", hnsw_m=index.meta["hnsw_m"])
+    index.removed = set()
+
+
+def search(
+    index: CatalogIndex,
+    queries: Mapping[str, np.ndarray],
+    *,
+    k: int = 10,
+    candidates: int | None = None,
+    views: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+) -> list[list[Hit]]:
+    """The `k` best items for each query: hits {id, score, scores: {view: score}} best first.
+
+    `queries` maps view -> vectors (Q, d) made with the index's params. `candidates` items per
+    FAISS part are gathered (default k) and rescored exactly; `views` and `weights` may narrow
+    or re-weight the views the index was built with, without rebuilding it.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be > 0, not {k}")
+    views = list(views or index.views)
+    unknown = [view for view in views if view not in index.views]
+    if unknown:
+        raise ValueError(f"unknown view(s) {', '.join(unknown)}: the index has {', '.join(index.views)}")
+    base = {view: index.weights[view] for view in views}
+    share = normalize_weights({view: float((weights or base).get(view, base[view])) for view in views})
+    for view in views:
+        if view not in queries:
+            raise ValueError(f"query vectors of view {view!r} are missing")
+        got = np.asarray(queries[view]).shape[-1]
+        if got != index.meta["dims"][view]:
+            raise ValueError(
+                f"query vectors of {view!r} have {got} dimensions, the index {index.meta['dims'][view]}"
+            )
+    count = len(np.asarray(queries[views[0]]))
+    if not len(index):
+        return [[] for _ in range(count)]
+    wanted = min(max(k, candidates or k), len(index))
+    pools = _candidates(index, queries, views, share, wanted, nprobe=nprobe, ef_search=ef_search)
+    return [
+        _rescore(index, {v: np.asarray(queries[v])[i] for v in views}, pools[i], share, k)
+        for i in range(count)
+    ]
+
+
+def _candidates(
+    index: CatalogIndex,
+    queries: Mapping[str, np.ndarray],
+    views: list[str],
+    share: dict[str, float],
+    wanted: int,
+    *,
+    nprobe: int | None,
+    ef_search: int | None,
+) -> list[np.ndarray]:
+    """Candidate labels per query: the union of what each searched part returns."""
+    binary = index.kind == "binary"
+    options = {
+        "nprobe": nprobe or index.meta.get("nprobe"),
+        "ef_search": ef_search or index.meta.get("ef_search"),
+        "exclude": sorted(index.removed),
+    }
+    found: list[np.ndarray] = []
+    if index.fusion == "early":
+        if binary:
+            probe = np.concatenate(
+                [_codes(index, v, _all_views(index, queries, v)) for v in index.views], axis=1
+            )
+        else:
+            built = normalize_weights(index.weights)
+            # query-side weights: <q', x> = sum_v share_v cos_v for any views/weights at query time
+            probe = np.concatenate(
+                [share.get(v, 0.0) / np.sqrt(built[v]) * _all_views(index, queries, v) for v in index.views],
+                axis=1,
+            )
+        found.append(faiss_search(index.parts[FUSED], probe, wanted, **options)[1])
+    else:
+        for view in views:
+            data = np.asarray(queries[view], np.float32)
+            probe = _codes(index, view, data) if binary else data
+            found.append(faiss_search(index.parts[view], probe, wanted, **options)[1])
+    out = []
+    for row in range(len(found[0])):
+        labels = np.concatenate([part[row] for part in found])
+        out.append(np.array(list(dict.fromkeys(labels[labels >= 0].tolist())), dtype=np.int64))
+    return out
+
+
+def _all_views(index: CatalogIndex, queries: Mapping[str, np.ndarray], view: str) -> np.ndarray:
+    """A view's query vectors, or zeros for a view left out at query time (early fusion only)."""
+    if view in queries:
+        return np.asarray(queries[view], np.float32)
+    count = len(np.asarray(next(iter(queries.values()))))
+    return np.zeros((count, index.meta["dims"][view]), np.float32)
+
+
+def view_scores(
+    index: CatalogIndex, query: Mapping[str, np.ndarray], labels: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Exact per-view similarity of one query (view -> (d,)) to the items `labels`."""
+    out = {}
+    binary = index.kind == "binary"
+    if index.fusion == "early":
+        stored = faiss_reconstruct(index.parts[FUSED], labels)
+        built = normalize_weights(index.weights)
+        offsets = _offsets(index)
+    for view, vector in query.items():
+        if index.fusion == "early":
+            start, stop = offsets[view]
+            data = stored[:, start:stop] if binary else stored[:, start:stop] / np.sqrt(built[view])
+        else:
+            data = faiss_reconstruct(index.parts[view], labels)
+        if binary:
+            code = _codes(index, view, np.asarray(vector, np.float32)[None])[0]
+            out[view] = hamming_similarity(code, data, bits=index.meta["dims"][view])
+        else:
+            out[view] = data @ np.asarray(vector, np.float32)
+    return out
+
+
+def _rescore(
+    index: CatalogIndex, query: dict[str, np.ndarray], labels: np.ndarray, share: dict[str, float], k: int
+) -> list[Hit]:
+    if not len(labels):
+        return []
+    per_view = view_scores(index, query, labels)
+    if index.fusion == "rrf":
+        rankings = [labels[np.argsort(-per_view[view], kind="stable")] for view in per_view]
+        ranked, values = rrf(rankings, weights=[share[view] for view in per_view])
+        position = {int(label): row for row, label in enumerate(labels.tolist())}
+        rows = np.array([position[int(label)] for label in ranked[:k]], dtype=np.int64)
+        scores = values[:k]
+    else:
+        fused = sum(share[view] * per_view[view].astype(np.float64) for view in per_view)
+        rows = np.argsort(-fused, kind="stable")[:k]
+        scores = fused[rows]
+    hits = []
+    for row, score in zip(rows.tolist(), np.asarray(scores).tolist(), strict=True):
+        hits.append(
+            {
+                "id": index.id_of(int(labels[row])),
+                "score": round(float(score), 6),
+                "scores": {view: round(float(per_view[view][row]), 6) for view in per_view},
+            }
+        )
+    return hits
+
+
+# ---------------------------------------------------------------- saving and loading
+
+
+def save_index(index: CatalogIndex, folder: str | os.PathLike) -> str:
+    """Write the index folder, replacing an older one only once the new one is complete."""
+    import faiss
+
+    folder = os.path.abspath(os.fspath(folder))
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(dir=parent, prefix=".tmp-index-")
+    try:
+        files = {}
+        for number, (name, part) in enumerate(index.parts.items()):
+            files[name] = f"part-{number}.faiss"
+            path = os.path.join(work, files[name])
+            if isinstance(part, faiss.IndexBinary):
+                faiss.write_index_binary(part, path)
+            else:
+                faiss.write_index(part, path)
+        np.savez(os.path.join(work, PARAMS_FILE), **index.params)
+        meta = {
+            **index.meta,
+            "parts": files,
+            "count": len(index.ids),
+            "ids": index.ids,
+            "labels": index.labels.tolist(),
+            "removed": sorted(index.removed),
+        }
+        with open(os.path.join(work, META_FILE), "w", encoding="utf-8") as out:
+            json.dump(meta, out, ensure_ascii=False)
+        os.chmod(work, 0o755)
+        old = None
+        if os.path.exists(folder):
+            old = tempfile.mkdtemp(dir=parent, prefix=".old-index-")
+            os.replace(folder, os.path.join(old, "index"))
+        os.replace(work, folder)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
+    """The index folder's `index.json`, checked for format and version."""
+    path = os.path.join(os.fspath(folder), META_FILE)
+    if not os.path.exists(path):
+        raise IndexFileError(
+            f"no index at {os.fspath(folder)}: build it with fusion.py --model_save_path ..."
+        )
+    try:
+        with open(path, encoding="utf-8") as stream:
+            meta = json.load(stream)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IndexFileError(f"cannot read {path}: {exc}; rebuild it with fusion.py") from exc
+    if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+        raise IndexFileError(f"{path} is not a simfusion index; rebuild it with fusion.py")
+    if meta.get("format_version") != INDEX_FORMAT_VERSION:
+        raise IndexFileError(
+            f"{path} has index format version {meta.get('format_version')!r}, this program reads "
+            f"{INDEX_FORMAT_VERSION} (written by simfusion {meta.get('package_version')}, this is "
+            f"{__version__}); rebuild it with fusion.py"
+        )
+    return meta
+
+
+def load_index(folder: str | os.PathLike) -> CatalogIndex:
+    """Read an index folder written by `save_index`; IndexFileError says what is wrong and what to do."""
+    import faiss
+
+    folder = os.fspath(folder)
+    meta = read_meta(folder)
+    ids, labels = meta.pop("ids"), np.asarray(meta.pop("labels"), dtype=np.int64)
+    removed = set(meta.pop("removed", []))
+    files = meta.pop("parts")
+    meta.pop("count", None)
+    with np.load(os.path.join(folder, PARAMS_FILE), allow_pickle=False) as data:
+        params = {key: data[key] for key in data.files}
+    parts = {}
+    for name, file in files.items():
+        path = os.path.join(folder, file)
+        if not os.path.exists(path):
+            raise IndexFileError(f"index part {path} is missing; rebuild the index with fusion.py")
+        parts[name] = faiss.read_index_binary(path) if meta["kind"] == "binary" else faiss.read_index(path)
+        if parts[name].ntotal != len(ids) + len(removed):
+            raise IndexFileError(
+                f"index part {path} holds {parts[name].ntotal} items, index.json lists {len(ids)}; "
+                "rebuild the index with fusion.py"
+            )
+    return CatalogIndex(meta=meta, params=params, parts=parts, ids=list(ids), labels=labels, removed=removed)

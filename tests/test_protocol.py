@@ -1,0 +1,132 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+from PIL import Image
+
+from simfusion.evaluate.protocol import (
+    baseline_vectors,
+    draw_queries,
+    format_table,
+    fused_ranking,
+    rank_methods,
+    score_rankings,
+)
+
+
+def clustered(rng, labels, *, dim=16, noise=0.5):
+    """Vectors around one random centre per label."""
+    centres = rng.normal(size=(labels.max() + 1, dim))
+    return (centres[labels] + noise * rng.normal(size=(len(labels), dim))).astype(np.float32)
+
+
+def test_queries_are_seeded_and_all_when_asked():
+    assert draw_queries(5, None).tolist() == [0, 1, 2, 3, 4]
+    assert draw_queries(5, 9).tolist() == [0, 1, 2, 3, 4]
+    first = draw_queries(100, 10, seed=0)
+    assert np.array_equal(first, draw_queries(100, 10, seed=0)) and len(set(first.tolist())) == 10
+
+
+def test_a_query_never_finds_itself(rng):
+    vectors = {"v": rng.normal(size=(30, 8)).astype(np.float32)}
+    rows = np.arange(30)
+    ranking = rank_methods(vectors, rows, k=5)["v"]
+    assert ranking.shape == (30, 5)
+    assert not np.any(ranking == rows[:, None])
+
+
+def test_known_scores():
+    labels = np.array(["a", "a", "b", "a", "b"])
+    rankings = {"m": np.array([[1, 2, 3], [2, 4, 0]])}  # relevance: query 0 [1, 0, 1], query 1 [0, 0, 1]
+    scores = score_rankings(rankings, labels, np.array([0, 1]), ks=(3,))["m"]
+    assert scores["P@3"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert scores["R@3"] == pytest.approx((2 / 2 + 1 / 2) / 2)  # each 'a' query has 2 other 'a' items
+    assert scores["mAP@3"] == pytest.approx(((1 + 2 / 3) / 2 + 1 / 3) / 2)
+
+
+@pytest.mark.parametrize("fusion", ["early", "late", "rrf"])
+def test_fusing_a_good_and_a_noisy_view_beats_the_noisy_one(rng, fusion):
+    labels = np.repeat(np.arange(6), 20)
+    good = clustered(rng, labels, noise=0.8)
+    noisy = clustered(rng, labels, noise=3.0)
+    vectors = {
+        "good": good / np.linalg.norm(good, axis=1, keepdims=True),
+        "noisy": noisy / np.linalg.norm(noisy, axis=1, keepdims=True),
+    }
+    rows = np.arange(len(labels))
+    rankings = rank_methods(vectors, rows, k=10)
+    rankings["fused"] = fused_ranking(vectors, rows, k=10, fusion=fusion, view_rankings=rankings)
+    assert not np.any(rankings["fused"] == rows[:, None])
+    scores = score_rankings(rankings, labels, rows, ks=(10,))
+    assert scores["fused"]["P@10"] > scores["noisy"]["P@10"]
+
+
+def test_unknown_fusion_is_a_value_error(rng):
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        fused_ranking({"v": rng.normal(size=(5, 3))}, np.arange(5), k=2, fusion="mean")
+
+
+def test_baselines_shapes(rng):
+    images = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    out = baseline_vectors(images, pca_dim=5, bins=4)
+    assert out["pixels"].shape == (12, 192) and out["pca"].shape == (12, 5)
+    assert out["histogram"].shape == (12, 64)
+    assert np.allclose((out["histogram"] ** 2).sum(axis=1), 1.0)  # sqrt of a distribution
+
+
+def test_table_has_a_row_per_method():
+    table = format_table({"a": {"P@10": 0.5, "mAP@10": 0.25}, "b": {"P@10": 1.0, "mAP@10": 1.0}})
+    assert table.splitlines()[0] == "| method | P@10 | mAP@10 |"
+    assert "| b | 1.0000 | 1.0000 |" in table
+
+
+def test_cli_on_a_store(tmp_path, rng):
+    from simfusion.io.store import write_store
+
+    labels = np.repeat(np.arange(3), 8)
+    ids = [f"item-{i}" for i in range(len(labels))]
+    records = []
+    for i, key in enumerate(ids):
+        image = np.full((16, 16, 3), 60 * labels[i], dtype=np.uint8) + rng.integers(
+            0, 20, (16, 16, 3), dtype=np.uint8
+        )
+        Image.fromarray(image).save(tmp_path / f"{key}.png")
+        records.append({"id": key, "category": f"c{labels[i]}", "thumbnail": str(tmp_path / f"{key}.png")})
+    maps = {
+        view: clustered(rng, labels, dim=8, noise=n).reshape(len(ids), 1, 2, 4)
+        for view, n in (("thumbnail", 0.5), ("edges", 1.0))
+    }
+    model = tmp_path / "model"
+    model.mkdir()
+    write_store(
+        model / "features.h5",
+        catalog_records=records,
+        views={view: (ids, m, {"model": "test"}) for view, m in maps.items()},
+    )
+    command = [
+        sys.executable,
+        "evaluate.py",
+        "--model_save_path",
+        str(model),
+        "--k",
+        "5",
+        "--queries",
+        "0",
+        "--json",
+        str(tmp_path / "eval.json"),
+        "--plot",
+        str(tmp_path / "eval.png"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True)
+    assert "24 queries over 24 items" in result.stdout
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert set(report["results"]) == {"thumbnail", "edges", "pixels", "pca", "histogram", "fused"}
+    assert report["results"]["thumbnail"]["P@5"] > 0.9
+    assert (tmp_path / "eval.png").stat().st_size > 1000
+    missing = subprocess.run(
+        command[:3] + [str(tmp_path / "nowhere")], capture_output=True, text=True, cwd=REPO
+    )
+    assert missing.returncode == 1 and "evaluate:" in missing.stderr
