@@ -220,7 +220,8 @@ def bench_model(model: str, repeat: int) -> list[dict]:
     from dataclasses import replace
 
     from simfusion.cli.predict import load_catalog, rank
-    from simfusion.pipeline import catalog_detector, encode_records, load_pipeline
+    from simfusion.detect.detection import catalog_detector
+    from simfusion.pipeline import encode_records, load_pipeline
     from simfusion.search.vectors import transform
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,11 +10,19 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from simfusion.detect.detection import DEFAULT_DETECTOR, NO_DETECTOR, main_box, make_detector
+from simfusion.io.images import load_image
+from simfusion.io.records import record_path
+from simfusion.io.stage import batched, map_records
+from simfusion.learn.training import TRAINING_JSON, encode_views, read_json
+from simfusion.views.saliency import compute_views, to_uint8
+from simfusion.views.thumbnail import make_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +35,6 @@ DEFAULT_PIPELINE = {
     "edges": "hed",
     "foreground_fill": "white",
 }
-NO_DETECTOR = "none"
 THUMBNAIL = "thumbnail"
 SALIENCY_VIEWS = ("saliency", "edges", "foreground")
 
@@ -50,7 +57,6 @@ class Pipeline:
 
 def load_pipeline(model_save_path: str | os.PathLike, **overrides: Any) -> Pipeline:
     """The pipeline settings of a trained model (its training.json), with `overrides` not None applied."""
-    from simfusion.learn.training import TRAINING_JSON, read_json
 
     path = os.path.join(os.fspath(model_save_path), TRAINING_JSON)
     if not os.path.exists(path):
@@ -67,7 +73,6 @@ def detect_boxes(images: Sequence[np.ndarray], *, detector: str | None = None) -
     """Each image's `detections` and main `box` ; detector "none": {} (the whole image)."""
     if detector == NO_DETECTOR:
         return [{} for _ in images]
-    from simfusion.detect.detection import DEFAULT_DETECTOR, main_box
 
     found = _detector(detector or DEFAULT_DETECTOR)(list(images))
     out = []
@@ -79,22 +84,8 @@ def detect_boxes(images: Sequence[np.ndarray], *, detector: str | None = None) -
 
 @functools.lru_cache(maxsize=4)
 def _detector(spec: str):
-    from simfusion.detect.detection import make_detector
 
     return make_detector(spec)
-
-
-def catalog_detector(records: Iterable[Mapping[str, Any]]) -> str | None:
-    """The detector the catalog's records name in their `detections`; None (the detection module's
-    default) when they have a `box` but name none; "none" when they have no box at all (the
-    catalog's thumbnails were made of whole images, so the queries' must be too)."""
-    boxed = False
-    for record in records:
-        for found in record.get("detections") or ():
-            if isinstance(found, Mapping) and found.get("detector"):
-                return str(found["detector"])
-        boxed = boxed or "box" in record
-    return None if boxed else NO_DETECTOR
 
 
 def view_images(
@@ -109,8 +100,6 @@ def view_images(
     An image with a box in `boxes` is cropped to it as given (as thumbnail.py honours a record's
     `box`); the others go through the detector. Their result is {} when no detector ran.
     """
-    from simfusion.views.saliency import compute_views, to_uint8
-    from simfusion.views.thumbnail import make_thumbnail
 
     unknown = [view for view in views if pipeline.sources.get(view, view) not in (THUMBNAIL, *SALIENCY_VIEWS)]
     if unknown:
@@ -171,7 +160,6 @@ def encode_images(
     boxes: Sequence[Sequence[float] | None] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """Feature maps per view (N, h, w, c) of raw uint8 RGB images, and each image's detection result."""
-    from simfusion.learn.training import encode_views
 
     pipeline = pipeline or load_pipeline(model_save_path)
     if not len(images):
@@ -203,9 +191,6 @@ def encode_records(
 ) -> Encoded:
     """Read and encode the records' images, batch by batch; records are not changed, except that
     one whose image cannot be read gets an `error` (and is left out of the result)."""
-    from simfusion.io.images import load_image
-    from simfusion.io.records import record_path
-    from simfusion.io.stage import batched, map_records
 
     pipeline = pipeline or load_pipeline(model_save_path)
     out = Encoded(records=[], maps={}, images=[], found=[])

@@ -14,7 +14,7 @@ from simfusion.learn.autoencoder import (
     nt_xent,
     reconstruction_of,
 )
-from simfusion.learn.training import OBJECTIVES
+from simfusion.learn.options import OBJECTIVES
 
 
 @pytest.mark.parametrize(("shape", "latent"), [((32, 32, 3), 8), ((28, 28, 1), 4), ((40, 24, 3), 16)])

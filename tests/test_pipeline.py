@@ -5,14 +5,8 @@ import numpy as np
 import pytest
 from conftest import square_image
 
-from simfusion.pipeline import (
-    NO_DETECTOR,
-    Pipeline,
-    catalog_detector,
-    detect_boxes,
-    load_pipeline,
-    view_images,
-)
+from simfusion.detect.detection import catalog_detector
+from simfusion.pipeline import NO_DETECTOR, Pipeline, detect_boxes, load_pipeline, view_images
 
 
 def pipeline(**options):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from simfusion.cli.common import add_image_arguments, add_run_arguments, configure_logging
 from simfusion.detect.detection import DEFAULT_DETECTOR, STAGE, detect_records, make_detector, read_label_map
+from simfusion.io.stage import run_stage
 
 
 def build_parser():
     import argparse
-
-    from simfusion.cli.common import add_image_arguments, add_run_arguments
 
     parser = argparse.ArgumentParser(
         prog="object_detection.py",
@@ -29,8 +29,6 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simfusion.cli.common import configure_logging
-    from simfusion.io.stage import run_stage
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+from simfusion.cli.common import configure_logging
 from simfusion.evaluate.protocol import BASELINES, evaluate_store, format_table, plot_results
 from simfusion.search.vectors import FUSIONS
 
@@ -40,7 +41,6 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simfusion.cli.common import configure_logging
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -7,6 +7,19 @@ import logging
 import os
 import sys
 
+from simfusion.cli.common import configure_logging, positive_int
+from simfusion.detect.detection import catalog_detector
+from simfusion.io.records import (
+    RecordError,
+    mark_duplicates,
+    parse_records,
+    record_id,
+    record_path,
+    set_error,
+    write_record,
+)
+from simfusion.io.store import FeatureStore, StoreFormatError, store_path
+from simfusion.pipeline import encode_records, load_pipeline
 from simfusion.search.build import (
     STAGE,
     add_catalog_items,
@@ -16,7 +29,7 @@ from simfusion.search.build import (
     remove_catalog_items,
     summary,
 )
-from simfusion.search.index import KINDS, IndexFileError
+from simfusion.search.index import KINDS, IndexFileError, load_index, save_index
 from simfusion.search.vectors import FUSIONS, POOLINGS, parse_weights
 
 log = logging.getLogger(__name__)
@@ -24,8 +37,6 @@ log = logging.getLogger(__name__)
 
 def build_parser():
     import argparse
-
-    from simfusion.cli.common import positive_int
 
     parser = argparse.ArgumentParser(
         prog="fusion.py",
@@ -85,7 +96,6 @@ def build_parser():
 
 def read_ids(stream) -> list[str]:
     """Ids on stdin: one per line, bare or as a JSON record with an id."""
-    from simfusion.io.records import RecordError, record_id
 
     ids = []
     for line in stream:
@@ -103,9 +113,6 @@ def read_ids(stream) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simfusion.cli.common import configure_logging
-    from simfusion.io.store import StoreFormatError, store_path
-    from simfusion.search.index import save_index
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -133,8 +140,6 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else None
         if views is None:
-            from simfusion.io.store import FeatureStore
-
             with FeatureStore(store_path(args.model_save_path)) as store:
                 known = store.views
         else:
@@ -173,18 +178,6 @@ def main(argv: list[str] | None = None) -> int:
 def add_main(args) -> int:
     """--add: encode the records on stdin in memory, append them to the store and the index."""
     from dataclasses import replace
-
-    from simfusion.io.records import (
-        mark_duplicates,
-        parse_records,
-        record_id,
-        record_path,
-        set_error,
-        write_record,
-    )
-    from simfusion.io.store import FeatureStore, store_path
-    from simfusion.pipeline import catalog_detector, encode_records, load_pipeline
-    from simfusion.search.index import load_index
 
     index = load_index(index_path(args.model_save_path))
     with FeatureStore(store_path(args.model_save_path)) as store:

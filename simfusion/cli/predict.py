@@ -22,7 +22,33 @@ from typing import Any
 
 import numpy as np
 
-from simfusion.search.rules import CATEGORY_KEY, Rules, apply_rules, field_text, infer_category
+from simfusion.cli.common import configure_logging, positive_int
+from simfusion.detect.detection import catalog_detector
+from simfusion.io.images import ImageError, load_image
+from simfusion.io.montage import MATCH_COLOUR, OTHER_COLOUR, QUERY_COLOUR, Tile, save_recommendations
+from simfusion.io.records import (
+    RecordError,
+    mark_duplicates,
+    output_relpath,
+    parse_records,
+    record_id,
+    write_record,
+)
+from simfusion.io.store import FeatureStore, StoreFormatError, store_path
+from simfusion.pipeline import encode_records, load_pipeline
+from simfusion.search.build import check_store, index_path
+from simfusion.search.index import IndexFileError, load_index, search
+from simfusion.search.rules import (
+    CATEGORY_KEY,
+    Rules,
+    apply_rules,
+    field_text,
+    infer_category,
+    parse_boosts,
+    parse_filters,
+    parse_ids,
+)
+from simfusion.search.vectors import parse_weights, transform
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +70,6 @@ class Catalog:
 
 def load_catalog(model_save_path: str | os.PathLike) -> Catalog:
     """Open the index and the feature store's records; raises with a message saying what to run."""
-    from simfusion.io.store import FeatureStore, store_path
-    from simfusion.search.build import check_store, index_path
-    from simfusion.search.index import load_index
 
     model_save_path = os.fspath(model_save_path)
     with FeatureStore(store_path(model_save_path)) as store:
@@ -85,7 +108,6 @@ def rank(
     Searches `top_k * candidate_factor` candidates, applies the rules and searches again with
     more candidates while the rules leave fewer than `top_k` and the catalog has more.
     """
-    from simfusion.search.index import search
 
     rules = rules or Rules()
     size = len(catalog.index)
@@ -125,7 +147,6 @@ def rank(
 
 def query_records_from(args) -> tuple[list[dict[str, Any]], str]:
     """Queries from the command line's paths, else from stdin; and the folder their paths are under."""
-    from simfusion.io.records import mark_duplicates, parse_records
 
     if args.queries:
         return [{"image": path} for path in args.queries], ""
@@ -134,8 +155,6 @@ def query_records_from(args) -> tuple[list[dict[str, Any]], str]:
 
 def catalog_image(record: Mapping[str, Any], model_save_path: str) -> np.ndarray | None:
     """A catalog item's picture for the montage: its thumbnail, else its original image, else None."""
-    from simfusion.io.images import ImageError, load_image
-    from simfusion.io.records import RecordError, output_relpath
 
     candidates = [record.get("thumbnail"), record.get("image_path")]
     try:
@@ -157,8 +176,6 @@ def montage_rows(
     records: Sequence[dict[str, Any]], images: Mapping[int, np.ndarray], catalog: Catalog, *, rules: Rules
 ) -> list:
     """The montage's rows: each query's tile beside its results' tiles."""
-    from simfusion.io.montage import MATCH_COLOUR, OTHER_COLOUR, QUERY_COLOUR, Tile
-    from simfusion.io.records import record_id
 
     rows = []
     for record in records:
@@ -185,8 +202,6 @@ def montage_rows(
 
 def build_parser():
     import argparse
-
-    from simfusion.cli.common import positive_int
 
     parser = argparse.ArgumentParser(
         prog="predict.py",
@@ -249,7 +264,6 @@ def build_parser():
 
 
 def rules_from(args, parser) -> Rules:
-    from simfusion.search.rules import parse_boosts, parse_filters, parse_ids
 
     try:
         return Rules(
@@ -264,12 +278,6 @@ def rules_from(args, parser) -> Rules:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simfusion.cli.common import configure_logging
-    from simfusion.io.records import write_record
-    from simfusion.io.store import StoreFormatError
-    from simfusion.pipeline import catalog_detector, encode_records, load_pipeline
-    from simfusion.search.index import IndexFileError
-    from simfusion.search.vectors import parse_weights, transform
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -332,8 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     for record in records:
         write_record(record, sys.stdout)
     if args.output_image_path:
-        from simfusion.io.montage import save_recommendations
-
         pictures = {id(record): image for record, image in zip(encoded.records, encoded.images, strict=True)}
         path = os.path.join(args.output_image_path, MONTAGE_NAME)
         save_recommendations(

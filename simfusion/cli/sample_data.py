@@ -8,6 +8,8 @@ import os
 import shlex
 from collections import Counter
 
+from simfusion.cli.common import configure_logging, positive_int
+from simfusion.data.fashion_mnist import load_fashion_mnist
 from simfusion.data.sample import (
     JPEG_QUALITY,
     QUERY_CLASS,
@@ -15,18 +17,18 @@ from simfusion.data.sample import (
     fashion_record,
     select_fashion,
     upscale,
-    write_atomic,
     write_broken,
     write_fashion,
     write_jsonl,
     write_photos,
 )
+from simfusion.io.atomic import write_bytes
+from simfusion.io.images import save_image
 
 log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from simfusion.cli.common import positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="local_test_data", help="folder to write the sample data into")
@@ -41,9 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simfusion.cli.common import configure_logging
-    from simfusion.data.fashion_mnist import load_fashion_mnist
-    from simfusion.io.images import save_image
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         + ["--size", str(args.size), "--seed", str(args.seed)]
     )
     text = attribution_text(photos, len(fashion), command=command)
-    write_atomic(os.path.join(output, "ATTRIBUTION.md"), text.encode("utf-8"))
+    write_bytes(os.path.join(output, "ATTRIBUTION.md"), text.encode("utf-8"))
 
     counts = Counter(record["category"] for record in catalog)
     log.info(

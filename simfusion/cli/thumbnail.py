@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from simfusion.cli.common import add_image_arguments, add_run_arguments, configure_logging
+from simfusion.io.stage import map_records, run_stage
 from simfusion.views.thumbnail import FILLS, STAGE, thumbnail_record
 
 
 def build_parser():
     import argparse
-
-    from simfusion.cli.common import add_image_arguments, add_run_arguments
 
     parser = argparse.ArgumentParser(
         prog="thumbnail.py",
@@ -28,9 +28,6 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     from functools import partial
-
-    from simfusion.cli.common import configure_logging
-    from simfusion.io.stage import map_records, run_stage
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 
+from simfusion.cli.common import configure_logging, positive_int
+from simfusion.io.records import mark_duplicates, parse_records, write_record
+from simfusion.learn.options import OBJECTIVES
 from simfusion.learn.training import (
     DEFAULT_VIEWS,
     HED_BLOCKS,
-    OBJECTIVES,
     STAGE,
     TooFewImagesError,
     TrainOptions,
@@ -30,8 +32,6 @@ def parse_views(text: str) -> tuple[str, ...]:
 
 def build_parser():
     import argparse
-
-    from simfusion.cli.common import positive_int
 
     parser = argparse.ArgumentParser(
         prog="train.py",
@@ -85,9 +85,6 @@ def build_parser():
 
 def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
     import contextlib
-
-    from simfusion.cli.common import configure_logging
-    from simfusion.io.records import mark_duplicates, parse_records, write_record
 
     parser = build_parser()
     args = parser.parse_args(argv)

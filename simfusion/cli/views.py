@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from simfusion.cli.common import add_image_arguments, add_run_arguments, configure_logging
+from simfusion.io.stage import run_stage
 from simfusion.views.saliency import EDGE_METHODS, METHODS, STAGE, VIEW_NAMES, check_views, saliency_records
 from simfusion.views.thumbnail import FILLS
 
 
 def build_parser():
     import argparse
-
-    from simfusion.cli.common import add_image_arguments, add_run_arguments
 
     parser = argparse.ArgumentParser(
         prog="saliency.py",
@@ -42,8 +42,6 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simfusion.cli.common import configure_logging
-    from simfusion.io.stage import run_stage
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from simfusion.data.fashion_mnist import CLASS_NAMES
+from simfusion.io.atomic import write_bytes
+from simfusion.io.images import load_image, save_image
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +253,6 @@ def package_file(package: str, relpath: str) -> str | None:
 
 def write_photos(output: str, *, max_side: int = PHOTO_MAX_SIDE) -> list[Record]:
     """Copy the bundled photos that are installed, shrunk, as JPEG; a missing one is skipped."""
-    from simfusion.io.images import load_image, save_image
 
     records = []
     for photo in PHOTOS:
@@ -276,7 +277,6 @@ def write_fashion(
     seed: int,
 ) -> list[Record]:
     """Write the chosen Fashion-MNIST images, class by class, and remove ones left from older runs."""
-    from simfusion.io.images import save_image
 
     records = []
     for label in sorted(chosen):
@@ -308,7 +308,7 @@ def write_broken(output: str, *, cut_from: str) -> list[Record]:
     """A JPEG cut in half and a record whose image does not exist."""
     with open(os.path.join(output, cut_from), "rb") as stream:
         data = stream.read()
-    write_atomic(os.path.join(output, "broken", "truncated.jpg"), data[: len(data) // 2])
+    write_bytes(os.path.join(output, "broken", "truncated.jpg"), data[: len(data) // 2])
     missing = os.path.join(output, "broken", "missing.jpg")
     if os.path.exists(missing):
         os.unlink(missing)
@@ -332,25 +332,9 @@ def write_broken(output: str, *, cut_from: str) -> list[Record]:
     ]
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write bytes through a temporary file in the same folder, then rename."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    # A plain open (not mkstemp) so the file gets the umask's usual permissions, not 0600.
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_jsonl(path: str, records: Iterable[Record]) -> None:
     text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    write_atomic(path, text.encode("utf-8"))
+    write_bytes(path, text.encode("utf-8"))
 
 
 def attribution_text(photos: list[Record], fashion_count: int, *, command: str) -> str:

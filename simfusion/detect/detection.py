@@ -67,13 +67,15 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from simfusion.io.images import load_image, save_image
+from simfusion.io.images import load_image, save_image, to_channels
 from simfusion.io.records import output_relpath, record_path
+from simfusion.io.stage import map_records
+from simfusion.models.hed import edge_maps_unframed
 
 log = logging.getLogger(__name__)
 
@@ -414,7 +416,6 @@ def detect_objectness(
     split_gain: float | None = None,
 ) -> list[list[Detection]]:
     """The `objectness` detector: one main-object box per image, label "object"."""
-    from simfusion.models.hed import edge_maps_unframed
 
     smalls = [working_copy(_rgb(image), size=size) for image in images]
     out = []
@@ -450,7 +451,6 @@ def detect_saliency(images: Sequence[np.ndarray], *, size: int = OBJECTNESS_SIZE
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
-    from simfusion.io.images import to_channels
 
     image = np.asarray(image)
     if image.dtype != np.uint8:
@@ -846,7 +846,6 @@ def detect_records(
 ) -> list[dict[str, Any]]:
     """Detect objects in a batch of records: adds `detections`, `box` and, with `output_path`,
     `detection_image`; a record whose image cannot be read gets an `error`, the others go on."""
-    from simfusion.io.stage import map_records
 
     images: dict[int, np.ndarray] = {}
 
@@ -874,3 +873,19 @@ def detect_records(
 
     by_id = {id(r): d for r, d in zip(good, found, strict=True)}
     return map_records(records, STAGE, lambda r: finish(r, by_id[id(r)]) if id(r) in by_id else None)
+
+
+NO_DETECTOR = "none"
+
+
+def catalog_detector(records: Iterable[Mapping[str, Any]]) -> str | None:
+    """The detector the catalog's records name in their `detections`; None (the detection module's
+    default) when they have a `box` but name none; "none" when they have no box at all (the
+    catalog's thumbnails were made of whole images, so the queries' must be too)."""
+    boxed = False
+    for record in records:
+        for found in record.get("detections") or ():
+            if isinstance(found, Mapping) and found.get("detector"):
+                return str(found["detector"])
+        boxed = boxed or "box" in record
+    return None if boxed else NO_DETECTOR

@@ -29,7 +29,20 @@ from simfusion.evaluate.metrics import (
     rank_catalog,
     recall_at_k,
 )
-from simfusion.search.vectors import FUSED, FUSIONS
+from simfusion.io.images import ImageError, load_image
+from simfusion.io.store import FeatureStore, store_path
+from simfusion.search.build import catalog_vectors
+from simfusion.search.vectors import (
+    FUSED,
+    FUSIONS,
+    apply_whitening,
+    fit_whitening,
+    fuse,
+    fuse_scores,
+    normalize_weights,
+    parse_weights,
+    rrf,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +77,6 @@ def fused_ranking(
     view_rankings: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """The fused top-`k` rows per query, by the same fusion rules fusion.py offers."""
-    from simfusion.search.vectors import fuse, fuse_scores, normalize_weights, rrf
 
     views = list(vectors_by_view)
     weights = {view: 1.0 for view in views} if weights is None else {view: weights[view] for view in views}
@@ -207,9 +219,6 @@ def evaluate_store(
 
     `weights` are per-view fusion weights as fusion.py takes them (`thumbnail=1,edges=0.5`).
     """
-    from simfusion.io.store import FeatureStore, store_path
-    from simfusion.search.build import catalog_vectors
-    from simfusion.search.vectors import apply_whitening, fit_whitening, parse_weights
 
     with FeatureStore(store_path(model_save_path)) as store:
         views = list(views or store.views)
@@ -264,8 +273,6 @@ def evaluate_store(
 
 def _load_thumbnails(records: Sequence[Mapping[str, Any]], *, base_path: str) -> np.ndarray:
     import cv2
-
-    from simfusion.io.images import ImageError, load_image
 
     out = []
     for record in records:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from simfusion.io.atomic import atomic_path
+
 # Larger images are refused as likely decompression bombs (PIL's own default is ~89 MP).
 MAX_PIXELS = 100_000_000
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class ImageError(ValueError):
@@ -100,14 +97,6 @@ def save_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95)
     picture = Image.fromarray(array)
     fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), "PNG")
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(handle, "wb") as out:
-            picture.save(out, format=fmt, **options)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        picture.save(out, format=fmt, **options)
     return path

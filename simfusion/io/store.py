@@ -14,11 +14,11 @@ is complete, so a crash never leaves a broken store and readers see the old one 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from simfusion import __version__
+from simfusion.io.atomic import atomic_path
 from simfusion.io.records import record_id, record_json, to_json
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,6 @@ MAX_CHUNK_ROWS = 8
 COMPRESSIONS = ("gzip", "lzf", None)
 
 _STR = h5py.string_dtype(encoding="utf-8")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class StoreFormatError(ValueError):
@@ -86,25 +85,6 @@ def _chunk_rows(feature_shape: Sequence[int]) -> int:
     return int(np.clip(CHUNK_BYTES // max(row_bytes, 1), 1, MAX_CHUNK_ROWS))
 
 
-def _new_temp(folder: str) -> str:
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".h5")
-    os.close(handle)
-    return tmp
-
-
-def _commit_temp(tmp: str, path: str) -> None:
-    os.chmod(tmp, 0o666 & ~_UMASK)
-    os.replace(tmp, path)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 class StoreWriter:
     """Write a new store batch by batch, so a catalog larger than memory can be encoded into it.
 
@@ -133,6 +113,7 @@ class StoreWriter:
         self._catalog = catalog_records
         self._file: h5py.File | None = None
         self._tmp: str | None = None
+        self._commit: contextlib.ExitStack | None = None
         self._seen: dict[str, set[str]] = {}
         self._catalog_ids: set[str] = set()
 
@@ -147,7 +128,8 @@ class StoreWriter:
             self.abort()
 
     def open(self) -> None:
-        self._tmp = _new_temp(os.path.dirname(os.path.abspath(self.path)))
+        self._commit = contextlib.ExitStack()
+        self._tmp = self._commit.enter_context(atomic_path(self.path))
         try:
             self._file = h5py.File(self._tmp, "w")
             root = {"package_version": __version__, "created": now_iso(), **self._attrs}
@@ -222,7 +204,7 @@ class StoreWriter:
 
     def commit(self) -> str:
         """Close the temporary file and rename it over `path`."""
-        file, tmp = self._h5(), self._tmp
+        file = self._h5()
         try:
             if self._catalog_ids:
                 for view, ids in self._seen.items():
@@ -233,8 +215,8 @@ class StoreWriter:
                         )
             file.close()
             self._file = None
-            _commit_temp(tmp, self.path)
-            self._tmp = None
+            self._commit.close()  # renames the temporary file over the store
+            self._tmp = self._commit = None
         except BaseException:
             self.abort()
             raise
@@ -248,9 +230,10 @@ class StoreWriter:
                 self._file.close()
             finally:
                 self._file = None
-        if self._tmp is not None:
-            _remove_quietly(self._tmp)
-            self._tmp = None
+        if self._commit is not None:
+            # leaving the atomic write through an exception deletes the temporary file
+            self._commit.__exit__(RuntimeError, RuntimeError("store write aborted"), None)
+            self._tmp = self._commit = None
 
 
 def _append_strings(dataset: h5py.Dataset, values: Sequence[str]) -> None:
@@ -411,16 +394,11 @@ def _update_copy(path: str, change) -> Any:
     """Copy the store to a temporary file, apply `change(file)`, rename it over the store."""
     with FeatureStore(path):
         pass  # refuse to change a store of another format
-    tmp = _new_temp(os.path.dirname(os.path.abspath(path)))
-    try:
+    with atomic_path(path) as tmp:
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "r+") as file:
             result = change(file)
             file.attrs["modified"] = now_iso()
-        _commit_temp(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
     return result
 
 
@@ -487,56 +465,50 @@ def remove_ids(path: str | os.PathLike, ids: Iterable[str], *, batch_size: int =
     path = os.fspath(path)
     drop = {str(v) for v in ids}
     with FeatureStore(path) as store:
-        tmp = _new_temp(os.path.dirname(os.path.abspath(path)))
         removed: set[str] = set()
-        try:
-            with h5py.File(tmp, "w") as out:
-                for key, value in store._file.attrs.items():
-                    out.attrs[key] = value
-                out.attrs["modified"] = now_iso()
-                catalog_ids = store.record_ids()
-                keep = [i for i, key in enumerate(catalog_ids) if key not in drop]
-                removed.update(key for key in catalog_ids if key in drop)
-                catalog = out.create_group("catalog")
-                for name in ("ids", "records"):
-                    values = store._file["catalog"][name].asstr()[:]
-                    catalog.create_dataset(
-                        name,
-                        data=np.array(values[keep], dtype=object),
-                        dtype=_STR,
-                        maxshape=(None,),
-                        chunks=(256,),
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
+            for key, value in store._file.attrs.items():
+                out.attrs[key] = value
+            out.attrs["modified"] = now_iso()
+            catalog_ids = store.record_ids()
+            keep = [i for i, key in enumerate(catalog_ids) if key not in drop]
+            removed.update(key for key in catalog_ids if key in drop)
+            catalog = out.create_group("catalog")
+            for name in ("ids", "records"):
+                values = store._file["catalog"][name].asstr()[:]
+                catalog.create_dataset(
+                    name,
+                    data=np.array(values[keep], dtype=object),
+                    dtype=_STR,
+                    maxshape=(None,),
+                    chunks=(256,),
+                )
+            views = out.create_group("views")
+            for view in store.views:
+                source = store._file["views"][view]
+                group = views.create_group(view)
+                for key, value in source.attrs.items():
+                    group.attrs[key] = value
+                old = source["features"]
+                group.create_dataset("ids", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+                group.create_dataset(
+                    "features",
+                    shape=(0, *old.shape[1:]),
+                    maxshape=(None, *old.shape[1:]),
+                    dtype=old.dtype,
+                    chunks=old.chunks,
+                    compression=old.compression,
+                    compression_opts=old.compression_opts,
+                    shuffle=old.shuffle,
+                )
+                for batch_ids, batch in store.batches(view, batch_size=batch_size):
+                    mask = np.array([key not in drop for key in batch_ids], dtype=bool)
+                    removed.update(key for key, kept in zip(batch_ids, mask, strict=True) if not kept)
+                    _append_rows(
+                        group,
+                        [key for key, kept in zip(batch_ids, mask, strict=True) if kept],
+                        batch[mask],
                     )
-                views = out.create_group("views")
-                for view in store.views:
-                    source = store._file["views"][view]
-                    group = views.create_group(view)
-                    for key, value in source.attrs.items():
-                        group.attrs[key] = value
-                    old = source["features"]
-                    group.create_dataset("ids", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
-                    group.create_dataset(
-                        "features",
-                        shape=(0, *old.shape[1:]),
-                        maxshape=(None, *old.shape[1:]),
-                        dtype=old.dtype,
-                        chunks=old.chunks,
-                        compression=old.compression,
-                        compression_opts=old.compression_opts,
-                        shuffle=old.shuffle,
-                    )
-                    for batch_ids, batch in store.batches(view, batch_size=batch_size):
-                        mask = np.array([key not in drop for key in batch_ids], dtype=bool)
-                        removed.update(key for key, kept in zip(batch_ids, mask, strict=True) if not kept)
-                        _append_rows(
-                            group,
-                            [key for key, kept in zip(batch_ids, mask, strict=True) if kept],
-                            batch[mask],
-                        )
-            _commit_temp(tmp, path)
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
     missing = len(drop - removed)
     if missing:
         log.warning("remove: %d of %d ids were not in the store", missing, len(drop))

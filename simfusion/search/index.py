@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from simfusion import __version__
+from simfusion.io.atomic import folder_mode
 from simfusion.search.vectors import FUSED, FUSIONS, binary_codes, hamming_similarity, normalize_weights, rrf
 
 log = logging.getLogger(__name__)
@@ -587,7 +588,7 @@ def save_index(index: CatalogIndex, folder: str | os.PathLike) -> str:
         }
         with open(os.path.join(work, META_FILE), "w", encoding="utf-8") as out:
             json.dump(meta, out, ensure_ascii=False)
-        os.chmod(work, 0o755)
+        os.chmod(work, folder_mode())
         old = None
         if os.path.exists(folder):
             old = tempfile.mkdtemp(dir=parent, prefix=".old-index-")

@@ -20,7 +20,8 @@ import numpy as np
 
 from simfusion.io.images import load_image, save_image, to_channels
 from simfusion.io.records import output_relpath
-from simfusion.models.hed import FRAME_MARGIN
+from simfusion.io.stage import map_records
+from simfusion.models.hed import FRAME_MARGIN, edge_maps_unframed
 from simfusion.views.thumbnail import FILLS, fill_value
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,6 @@ def edge_maps_hed(
     that is cropped off again, so the image frame is not drawn as an edge (16 px costs about half
     again the compute at 128x128; 0 turns it off).
     """
-    from simfusion.models.hed import edge_maps_unframed
 
     out: list[np.ndarray | None] = [None] * len(images)
     varied = []
@@ -277,7 +277,6 @@ def saliency_records(
     Views already on disk are kept unless `overwrite`. A record whose thumbnail cannot be read or
     whose views cannot be written gets an `error`; the others still come out.
     """
-    from simfusion.io.stage import map_records
 
     views = check_views(views)
     todo: list[tuple[dict[str, Any], dict[str, str], np.ndarray]] = []
