@@ -7,10 +7,13 @@ import os
 import numpy as np
 import pytest
 
+from simfusion.io.store import store_path, write_store
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DATA = os.path.join(REPO, "local_test_data")
+CATEGORIES = ("sneaker", "sandal", "bag")
 
 
 @pytest.fixture
@@ -26,3 +29,29 @@ def square_image(
     x0, y0, x1, y1 = box
     image[y0:y1, x0:x1] = colour
     return image
+
+
+def synthetic_store(folder, n=40, *, seed=0, created="2026-01-01T00:00:00+00:00"):
+    """A seeded store in the agreed layout: two views of (n, 2, 2, c) maps clustered by category."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(len(CATEGORIES), size=n)
+    centres = {"thumbnail": rng.standard_normal((3, 2, 2, 8)), "edges": rng.standard_normal((3, 2, 2, 4))}
+    ids = [f"item-{i:03d}" for i in range(n)]
+    records = [
+        {"id": key, "image": f"{key}.jpg", "category": CATEGORIES[c], "brand": "acme" if i % 2 else "zeta"}
+        for i, (key, c) in enumerate(zip(ids, labels, strict=True))
+    ]
+    views = {}
+    for view, centre in centres.items():
+        maps = (centre[labels] + 0.3 * rng.standard_normal((n, *centre.shape[1:]))).astype(np.float32)
+        attrs = {
+            "model": f"{view}.keras",
+            "input_size": [32, 32, 3],
+            "kind": "autoencoder",
+            "objective": "plain",
+            "created": created,
+        }
+        views[view] = (ids, maps, attrs)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_store(store_path(folder), catalog_records=records, views=views, compression=None)
+    return ids, records, views

@@ -8,9 +8,8 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, SAMPLE_DATA
+from conftest import REPO, SAMPLE_DATA, synthetic_store
 from PIL import Image
-from test_build import synthetic_store
 
 from simfusion.cli.index import main as fusion_main
 from simfusion.cli.predict import Catalog, load_catalog, main, rank

@@ -1,42 +1,14 @@
 import io
 import json
 
-import numpy as np
 import pytest
+from conftest import synthetic_store
 
 from simfusion.cli.index import main, read_ids
-from simfusion.io.store import FeatureStore, store_path, write_store
+from simfusion.io.store import FeatureStore, store_path
 from simfusion.search.build import build_catalog_index, check_store, index_path
 from simfusion.search.index import IndexFileError, load_index, search
 from simfusion.search.vectors import transform
-
-CATEGORIES = ("sneaker", "sandal", "bag")
-
-
-def synthetic_store(folder, n=40, *, seed=0, created="2026-01-01T00:00:00+00:00"):
-    """A seeded store in the agreed layout: two views of (n, 2, 2, c) maps clustered by category."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(len(CATEGORIES), size=n)
-    centres = {"thumbnail": rng.standard_normal((3, 2, 2, 8)), "edges": rng.standard_normal((3, 2, 2, 4))}
-    ids = [f"item-{i:03d}" for i in range(n)]
-    records = [
-        {"id": key, "image": f"{key}.jpg", "category": CATEGORIES[c], "brand": "acme" if i % 2 else "zeta"}
-        for i, (key, c) in enumerate(zip(ids, labels, strict=True))
-    ]
-    views = {}
-    for view, centre in centres.items():
-        maps = (centre[labels] + 0.3 * rng.standard_normal((n, *centre.shape[1:]))).astype(np.float32)
-        attrs = {
-            "model": f"{view}.keras",
-            "input_size": [32, 32, 3],
-            "kind": "autoencoder",
-            "objective": "plain",
-            "created": created,
-        }
-        views[view] = (ids, maps, attrs)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_store(store_path(folder), catalog_records=records, views=views, compression=None)
-    return ids, records, views
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import SAMPLE_DATA
 from PIL import Image
 
 from simfusion.cli.sample_data import main
@@ -11,7 +12,7 @@ from simfusion.data.sample import PRICE_RANGES, fake_price, select_fashion
 from simfusion.io.images import ImageError, load_image
 
 BROKEN = {"broken-truncated", "broken-missing"}
-SHIPPED = os.path.join(os.path.dirname(__file__), os.pardir, "local_test_data")
+SHIPPED = SAMPLE_DATA
 
 
 def read_jsonl(path):
