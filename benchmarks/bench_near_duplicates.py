@@ -282,26 +282,16 @@ def train_pipeline(catalog: str, base: str, out: str, *, detector: str, size: in
 def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[str, np.ndarray], dict]:
     """Rankings (catalog rows, (N, N-1)) of the fused index and of each view alone, for queries
     encoded as predict.py encodes them; and how well each query's vector matched its catalog entry."""
-    from dataclasses import replace
-
-    from simfusion.cli.predict import load_catalog
-    from simfusion.detect.detection import catalog_detector
-    from simfusion.pipeline import encode_records, load_pipeline
+    from simfusion.search.catalog import Catalog
     from simfusion.search.index import search
-    from simfusion.search.vectors import transform
 
-    catalog = load_catalog(model)
+    catalog = Catalog.open(model)
     index = catalog.index
-    pipeline = load_pipeline(model)
-    if pipeline.detector is None:
-        pipeline = replace(pipeline, detector=catalog_detector(catalog.records.values()))
     # fresh query records (no `box`): the query goes through detection like a new photo would
     queries = [{"id": record["id"], "image": record["image"]} for record in records]
     start = time.perf_counter()
-    encoded = encode_records(
-        queries, model_save_path=model, base_path=base, views=index.views, pipeline=pipeline
-    )
-    vectors = transform(encoded.maps, index.params, pooling=index.meta["pooling"])
+    encoded = catalog.encode(queries, base_path=base)
+    vectors = catalog.vectors(encoded.maps)
     encode_seconds = time.perf_counter() - start
     if len(encoded.records) != len(records):
         raise RuntimeError(f"only {len(encoded.records)} of {len(records)} queries could be encoded")
@@ -323,7 +313,11 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
             "self_score": float(np.nanmean(self_scores)),
             "self_first": self_first / len(records),
         }
-    return out, {"agreement": agreement, "encode_seconds": encode_seconds, "detector": pipeline.detector}
+    return out, {
+        "agreement": agreement,
+        "encode_seconds": encode_seconds,
+        "detector": catalog.pipeline.detector,
+    }
 
 
 # ------------------------------------------------------------------------------------ metrics

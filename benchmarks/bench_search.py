@@ -217,32 +217,21 @@ def bench_size(n: int, dim: int, count: int, seed: int) -> list[dict]:
 
 def bench_model(model: str, repeat: int) -> list[dict]:
     """Whole queries on the sample images: encode (detection .. encoders) then search, per query."""
-    from dataclasses import replace
-
-    from simfusion.cli.predict import load_catalog, rank
-    from simfusion.detect.detection import catalog_detector
-    from simfusion.pipeline import encode_records, load_pipeline
-    from simfusion.search.vectors import transform
+    from simfusion.search.catalog import Catalog, SearchOptions
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     base = os.path.join(repo, "local_test_data")
-    catalog = load_catalog(model)
-    pipeline = load_pipeline(model)
-    if pipeline.detector is None:
-        pipeline = replace(pipeline, detector=catalog_detector(catalog.records.values()))
+    catalog = Catalog.open(model)
     with open(os.path.join(base, "catalog.jsonl")) as stream:
         records = [json.loads(line) for line in stream][:repeat]
     encode_ms, search_ms = [], []
     for record in [records[0]] + records:  # the first one loads the models; not counted
         query = {"id": record["id"], "image": record["image"]}
         start = time.perf_counter()
-        encoded = encode_records(
-            [query], model_save_path=model, base_path=base, views=catalog.index.views, pipeline=pipeline
-        )
+        encoded = catalog.encode([query], base_path=base)
         middle = time.perf_counter()
         if encoded.records:
-            vectors = transform(encoded.maps, catalog.index.params, pooling=catalog.index.meta["pooling"])
-            rank(catalog, vectors, encoded.records, top_k=10)
+            catalog.rank(catalog.vectors(encoded.maps), encoded.records, SearchOptions(k=10))
         end = time.perf_counter()
         encode_ms.append((middle - start) * 1000)
         search_ms.append((end - middle) * 1000)

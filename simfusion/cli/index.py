@@ -4,33 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 
 from simfusion.cli.common import configure_logging, positive_int
-from simfusion.detect.detection import catalog_detector
 from simfusion.io.records import (
     RecordError,
     mark_duplicates,
     parse_records,
     record_id,
-    record_path,
-    set_error,
     write_record,
 )
 from simfusion.io.store import FeatureStore, StoreFormatError, store_path
-from simfusion.pipeline import encode_records, load_pipeline
 from simfusion.search.build import (
     STAGE,
-    add_catalog_items,
     build_catalog_index,
-    check_store,
     index_path,
-    remove_catalog_items,
     summary,
 )
-from simfusion.search.index import KINDS, IndexFileError, load_index, save_index
-from simfusion.search.vectors import FUSIONS, POOLINGS, parse_weights
+from simfusion.search.catalog import Catalog
+from simfusion.search.index import KINDS, IndexFileError, save_index
+from simfusion.search.vectors import FUSIONS, POOLINGS, UnknownViewError, parse_weights
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not ids:
                 parser.error("--remove: no ids given")
-            result = remove_catalog_items(args.model_save_path, ids)
+            result = Catalog.open(args.model_save_path).remove(ids)
             print(json.dumps(result, ensure_ascii=False), flush=True)
             return 0
         if args.add:
@@ -163,10 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 ef_search=args.ef_search,
                 hnsw_m=args.hnsw_m,
             )
-        except ValueError as exc:
-            if "unknown view" in str(exc):
-                parser.error(f"--views: {exc}")
-            raise
+        except UnknownViewError as exc:
+            parser.error(f"--views: {exc}")
         folder = save_index(index, index_path(args.model_save_path))
         print(json.dumps(summary(index, folder), ensure_ascii=False), flush=True)
         return 0
@@ -177,45 +168,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_main(args) -> int:
     """--add: encode the records on stdin in memory, append them to the store and the index."""
-    from dataclasses import replace
-
-    index = load_index(index_path(args.model_save_path))
-    with FeatureStore(store_path(args.model_save_path)) as store:
-        check_store(index, store)
-        store_views = store.views
-        held = set(store.record_ids())
-        pipeline = load_pipeline(args.model_save_path, detector=args.detector)
-        if pipeline.detector is None:
-            pipeline = replace(pipeline, detector=catalog_detector(store.records()))
+    catalog = Catalog.open(args.model_save_path, detector=args.detector)
     records = list(mark_duplicates(parse_records(sys.stdin)))
-    for record in records:
-        if "error" not in record and (record_id(record) in index or record_id(record) in held):
-            set_error(record, STAGE, f"id {record_id(record)!r} is already in the catalog; --remove it first")
-    good = [record for record in records if "error" not in record]
-    encoded = encode_records(
-        good,
-        model_save_path=args.model_save_path,
-        base_path=args.base_image_path,
-        views=store_views,
-        pipeline=pipeline,
-        batch_size=args.batch_size,
-        stage=STAGE,
-    )
-    for record, found in zip(encoded.records, encoded.found, strict=True):
-        record.update(found)  # `detections` and `box`, as the catalog's records have them
-        # the montage finds an added item's picture here (no thumbnail file is written for it)
-        record["image_path"] = os.path.abspath(os.path.join(args.base_image_path, record_path(record)))
-    if encoded.records:
-        add_catalog_items(args.model_save_path, encoded.records, encoded.maps)
-    for record in encoded.records:
-        record["indexed"] = True
+    records = catalog.add(records, base_path=args.base_image_path, batch_size=args.batch_size, stage=STAGE)
     for record in records:
         write_record(record, sys.stdout)
+    indexed = sum(bool(record.get("indexed")) for record in records)
     failed = sum("error" in record for record in records)
     log.info(
-        "add: %d records indexed, %d with errors; the index holds %d items",
-        len(encoded.records),
-        failed,
-        len(index) + len(encoded.records),
+        "add: %d records indexed, %d with errors; the index holds %d items", indexed, failed, len(catalog)
     )
     return 1 if failed else 0

@@ -16,133 +16,34 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
 from simfusion.cli.common import configure_logging, positive_int
-from simfusion.detect.detection import catalog_detector
-from simfusion.io.images import ImageError, load_image
-from simfusion.io.montage import MATCH_COLOUR, OTHER_COLOUR, QUERY_COLOUR, Tile, save_recommendations
+from simfusion.io.montage import (
+    montage_rows,
+    save_recommendations,
+)
 from simfusion.io.records import (
-    RecordError,
     mark_duplicates,
-    output_relpath,
     parse_records,
-    record_id,
     write_record,
 )
-from simfusion.io.store import FeatureStore, StoreFormatError, store_path
-from simfusion.pipeline import encode_records, load_pipeline
-from simfusion.search.build import check_store, index_path
-from simfusion.search.index import IndexFileError, load_index, search
+from simfusion.io.store import StoreFormatError
+from simfusion.search.catalog import CANDIDATE_FACTOR, Catalog
+from simfusion.search.index import IndexFileError
 from simfusion.search.rules import (
     CATEGORY_KEY,
     Rules,
-    apply_rules,
-    field_text,
-    infer_category,
     parse_boosts,
     parse_filters,
     parse_ids,
 )
-from simfusion.search.vectors import parse_weights, transform
+from simfusion.search.vectors import UnknownViewError, check_views, parse_weights
 
 log = logging.getLogger(__name__)
 
 STAGE = "predict"
-CANDIDATE_FACTOR = 10  # candidates searched per result shown, before the rules thin them out
-GROWTH = 4
 MONTAGE_NAME = "recommendations.png"
-
-
-@dataclass
-class Catalog:
-    """What a query is searched against: the index, the catalog's records, the model folder."""
-
-    index: Any  # simfusion.search.index.CatalogIndex
-    records: dict[str, dict[str, Any]]
-    model_save_path: str
-    store_views: list[str] = field(default_factory=list)
-
-
-def load_catalog(model_save_path: str | os.PathLike) -> Catalog:
-    """Open the index and the feature store's records; raises with a message saying what to run."""
-
-    model_save_path = os.fspath(model_save_path)
-    with FeatureStore(store_path(model_save_path)) as store:
-        index = load_index(index_path(model_save_path))
-        check_store(index, store)
-        records = dict(zip(store.record_ids(), store.records(), strict=True))
-        views = store.views
-    return Catalog(index=index, records=records, model_save_path=model_save_path, store_views=views)
-
-
-def with_fields(
-    hits: Sequence[dict[str, Any]], records: Mapping[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Hits with their catalog record's fields after {id, score, scores} (those keys win)."""
-    out = []
-    for hit in hits:
-        full = dict(hit)
-        for key, value in records.get(hit["id"], {}).items():
-            full.setdefault(key, value)
-        out.append(full)
-    return out
-
-
-def rank(
-    catalog: Catalog,
-    queries: Mapping[str, np.ndarray],
-    query_records: Sequence[dict[str, Any]],
-    *,
-    top_k: int = 10,
-    rules: Rules | None = None,
-    candidate_factor: int = CANDIDATE_FACTOR,
-    **search_options: Any,
-) -> list[tuple[list[dict[str, Any]], str | None]]:
-    """Results (hits with record fields, best first) and inferred category of each query vector.
-
-    Searches `top_k * candidate_factor` candidates, applies the rules and searches again with
-    more candidates while the rules leave fewer than `top_k` and the catalog has more.
-    """
-
-    rules = rules or Rules()
-    size = len(catalog.index)
-    wanted = min(size, top_k * (candidate_factor if rules else 1)) if size else top_k
-    todo = list(range(len(query_records)))
-    out: list[tuple[list[dict[str, Any]], str | None]] = [([], None)] * len(query_records)
-    while todo:
-        subset = {view: np.asarray(vectors)[todo] for view, vectors in queries.items()}
-        # late and rrf fusion rescore the union of each view's candidates: a wider pool ranks better
-        pool = max(wanted, top_k * candidate_factor)
-        found = search(catalog.index, subset, k=max(wanted, 1), candidates=pool, **search_options)
-        again = []
-        for row, hits in zip(todo, found, strict=True):
-            hits = with_fields(hits, catalog.records)
-            category, inferred = None, None
-            if rules.same_category:
-                category = field_text(query_records[row].get(rules.category_key))
-                if category in (None, ""):
-                    category = inferred = infer_category(hits, key=rules.category_key, top=top_k)
-            effective = rules
-            if rules.same_category and category in (None, ""):
-                # nothing to match: better the unfiltered ranking than no results at all
-                log.warning(
-                    "%s: query %d has no category and its neighbours none to infer; "
-                    "--same_category ignored for it",
-                    STAGE,
-                    row + 1,
-                )
-                effective = replace(rules, same_category=False)
-            kept = apply_rules(hits, effective, category=category) if effective else hits
-            out[row] = (kept[:top_k], inferred)
-            if len(kept) < top_k and wanted < size:
-                again.append(row)
-        todo, wanted = again, min(size, wanted * GROWTH)
-    return out
 
 
 def query_records_from(args) -> tuple[list[dict[str, Any]], str]:
@@ -151,53 +52,6 @@ def query_records_from(args) -> tuple[list[dict[str, Any]], str]:
     if args.queries:
         return [{"image": path} for path in args.queries], ""
     return list(mark_duplicates(parse_records(sys.stdin))), args.base_image_path
-
-
-def catalog_image(record: Mapping[str, Any], model_save_path: str) -> np.ndarray | None:
-    """A catalog item's picture for the montage: its thumbnail, else its original image, else None."""
-
-    candidates = [record.get("thumbnail"), record.get("image_path")]
-    try:
-        # the pipeline's layout: OUT/model beside OUT/views/thumbnail/<relative path>
-        out = os.path.dirname(os.path.abspath(model_save_path))
-        candidates.append(os.path.join(out, "views", "thumbnail", output_relpath(record)))
-    except RecordError:
-        pass
-    for path in candidates:
-        if isinstance(path, str) and path and os.path.exists(path):
-            try:
-                return load_image(path, channels=3)
-            except ImageError as exc:
-                log.warning("montage: %s", exc)
-    return None
-
-
-def montage_rows(
-    records: Sequence[dict[str, Any]], images: Mapping[int, np.ndarray], catalog: Catalog, *, rules: Rules
-) -> list:
-    """The montage's rows: each query's tile beside its results' tiles."""
-
-    rows = []
-    for record in records:
-        try:
-            # a query given as a path is named by its file name: the tile is narrow
-            name = str(record["id"]) if record.get("id") else os.path.basename(record_id(record))
-        except ValueError:
-            name = "?"
-        category = field_text(record.get(rules.category_key)) or record.get("inferred_category")
-        if "error" in record:
-            rows.append((Tile(None, ["query (unreadable)", name, record["error"]], QUERY_COLOUR), []))
-            continue
-        label = category if record.get(rules.category_key) else f"{category} (inferred)" if category else ""
-        query = Tile(images.get(id(record)), ["query", name, label], QUERY_COLOUR)
-        tiles = []
-        for rank_, hit in enumerate(record["results"], 1):
-            hit_category = field_text(hit.get(rules.category_key)) or ""
-            colour = MATCH_COLOUR if category and hit_category == category else OTHER_COLOUR
-            lines = [f"#{rank_}  {hit['score']:.3f}", hit_category, hit["id"]]
-            tiles.append(Tile(catalog_image(hit, catalog.model_save_path), lines, colour))
-        rows.append((query, tiles))
-    return rows
 
 
 def build_parser():
@@ -278,24 +132,23 @@ def rules_from(args, parser) -> Rules:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     parser = build_parser()
     args = parser.parse_args(argv)
     rules = rules_from(args, parser)
     configure_logging(args.log_level)
     try:
-        catalog = load_catalog(args.model_save_path)
-        pipeline = load_pipeline(args.model_save_path, detector=args.detector, edges=args.edges)
-        if pipeline.detector is None:
-            pipeline = replace(pipeline, detector=catalog_detector(catalog.records.values()))
+        catalog = Catalog.open(args.model_save_path, detector=args.detector, edges=args.edges)
+        catalog.pipeline  # noqa: B018  (reads training.json: fail here, before any query is read)
     except (FileNotFoundError, StoreFormatError, IndexFileError) as exc:
         log.error("%s: %s", STAGE, exc)
         return 1
-    index = catalog.index
-    views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else index.views
-    unknown = [view for view in views if view not in index.views]
-    if unknown:
-        parser.error(f"--views: unknown view(s) {', '.join(unknown)}: the index has {', '.join(index.views)}")
+    views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else catalog.views
+    if not views:
+        parser.error(f"--views: name at least one view of the index ({', '.join(catalog.views)})")
+    try:
+        check_views(views, catalog.views, holder="the index")
+    except UnknownViewError as exc:
+        parser.error(f"--views: {exc}")
     try:
         weights = parse_weights(args.weights, views) if args.weights else None
     except ValueError as exc:
@@ -307,44 +160,28 @@ def main(argv: list[str] | None = None) -> int:
     records, base = query_records_from(args)
     good = [record for record in records if "error" not in record]
     try:
-        encoded = encode_records(
-            good,
-            model_save_path=args.model_save_path,
-            base_path=base,
-            views=views,
-            pipeline=pipeline,
-            batch_size=args.batch_size,
-            stage=STAGE,
-        )
+        encoded = catalog.encode(good, base_path=base, batch_size=args.batch_size, views=views, stage=STAGE)
     except ValueError as exc:
         log.error("%s: %s", STAGE, exc)
         return 1
-    if encoded.records:
-        vectors = transform(encoded.maps, index.params, pooling=index.meta["pooling"])
-        ranked = rank(
-            catalog,
-            vectors,
-            encoded.records,
-            top_k=args.top_k,
-            rules=rules,
-            candidate_factor=args.candidates,
-            views=views,
-            weights=weights,
-            nprobe=args.nprobe,
-            ef_search=args.ef_search,
-        )
-        for record, (results, inferred) in zip(encoded.records, ranked, strict=True):
-            record["results"] = results
-            if inferred is not None or (rules.same_category and not record.get(rules.category_key)):
-                record["inferred_category"] = inferred
+    catalog.answer(
+        encoded.records,
+        encoded.maps,
+        k=args.top_k,
+        rules=rules,
+        candidates=args.candidates,
+        views=views,
+        weights=weights,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
+    )
     for record in records:
         write_record(record, sys.stdout)
     if args.output_image_path:
         pictures = {id(record): image for record, image in zip(encoded.records, encoded.images, strict=True)}
         path = os.path.join(args.output_image_path, MONTAGE_NAME)
-        save_recommendations(
-            path, montage_rows(records, pictures, catalog, rules=rules), tile=args.tile, columns=args.top_k
-        )
+        rows = montage_rows(records, pictures, model_save_path=catalog.path, category_key=rules.category_key)
+        save_recommendations(path, rows, tile=args.tile, columns=args.top_k)
         log.info("%s: wrote %s", STAGE, path)
     failed = sum("error" in record for record in records)
     log.info("%s: %d queries, %d failed", STAGE, len(records), failed)

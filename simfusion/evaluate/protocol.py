@@ -30,12 +30,14 @@ from simfusion.evaluate.metrics import (
     recall_at_k,
 )
 from simfusion.io.images import ImageError, load_image
+from simfusion.io.records import record_id
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.search.build import catalog_vectors
 from simfusion.search.vectors import (
     FUSED,
     FUSIONS,
     apply_whitening,
+    check_views,
     fit_whitening,
     fuse,
     fuse_scores,
@@ -222,14 +224,10 @@ def evaluate_store(
 
     with FeatureStore(store_path(model_save_path)) as store:
         views = list(views or store.views)
-        unknown = [view for view in views if view not in store.views]
-        if unknown:
-            raise ValueError(
-                f"unknown view(s) {', '.join(unknown)}: the store holds {', '.join(store.views)}"
-            )
+        check_views(views, store.views, holder="the store")
         weights_by_view = parse_weights(weights, views)
         ids, pooled = catalog_vectors(store, views, pooling=pooling)
-        records = {str(r.get("id", r.get("image_id"))): r for r in store.records()}
+        records = {record_id(r): r for r in store.records()}
     # the same whitening fusion.py --whiten fits on the catalog
     vectors = {view: apply_whitening(v, fit_whitening(v)) for view, v in pooled.items()} if whiten else pooled
     keep = [i for i, key in enumerate(ids) if records.get(key, {}).get(category_key) not in (None, "")]

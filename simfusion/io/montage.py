@@ -5,13 +5,15 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from simfusion.io.images import save_image, to_channels
+from simfusion.io.images import ImageError, load_image, save_image, to_channels
+from simfusion.io.records import RecordError, field_text, output_relpath, record_id
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +120,54 @@ def save_recommendations(
 ) -> str:
     """Draw the montage and write it (atomically) to `path`."""
     return save_image(path, draw_recommendations(rows, tile=tile, columns=columns))
+
+
+def catalog_image(record: Mapping[str, Any], model_save_path: str) -> np.ndarray | None:
+    """A catalog item's picture for the montage: its thumbnail, else its original image, else None."""
+
+    candidates = [record.get("thumbnail"), record.get("image_path")]
+    try:
+        # the pipeline's layout: OUT/model beside OUT/views/thumbnail/<relative path>
+        out = os.path.dirname(os.path.abspath(model_save_path))
+        candidates.append(os.path.join(out, "views", "thumbnail", output_relpath(record)))
+    except RecordError:
+        pass
+    for path in candidates:
+        if isinstance(path, str) and path and os.path.exists(path):
+            try:
+                return load_image(path, channels=3)
+            except ImageError as exc:
+                log.warning("montage: %s", exc)
+    return None
+
+
+def montage_rows(
+    records: Sequence[dict[str, Any]],
+    images: Mapping[int, np.ndarray],
+    *,
+    model_save_path: str,
+    category_key: str = "category",
+) -> list:
+    """The montage's rows: each query's tile beside its results' tiles."""
+
+    rows = []
+    for record in records:
+        try:
+            # a query given as a path is named by its file name: the tile is narrow
+            name = str(record["id"]) if record.get("id") else os.path.basename(record_id(record))
+        except ValueError:
+            name = "?"
+        category = field_text(record.get(category_key)) or record.get("inferred_category")
+        if "error" in record:
+            rows.append((Tile(None, ["query (unreadable)", name, record["error"]], QUERY_COLOUR), []))
+            continue
+        label = category if record.get(category_key) else f"{category} (inferred)" if category else ""
+        query = Tile(images.get(id(record)), ["query", name, label], QUERY_COLOUR)
+        tiles = []
+        for rank_, hit in enumerate(record["results"], 1):
+            hit_category = field_text(hit.get(category_key)) or ""
+            colour = MATCH_COLOUR if category and hit_category == category else OTHER_COLOUR
+            lines = [f"#{rank_}  {hit['score']:.3f}", hit_category, hit["id"]]
+            tiles.append(Tile(catalog_image(hit, model_save_path), lines, colour))
+        rows.append((query, tiles))
+    return rows

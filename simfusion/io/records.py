@@ -139,3 +139,12 @@ def to_json(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def field_text(value: Any) -> str | None:
+    """A record field as the text a rule compares with: strings as is, other values as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)

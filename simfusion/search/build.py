@@ -34,6 +34,7 @@ from simfusion.search.index import (
     save_index,
 )
 from simfusion.search.vectors import (
+    check_views,
     fit_transform,
     l2_normalize,
     pool_features,
@@ -132,9 +133,7 @@ def build_catalog_index(
 
     with FeatureStore(store_file) as store:
         views = list(views or store.views)
-        unknown = [view for view in views if view not in store.views]
-        if unknown:
-            raise ValueError(f"unknown view(s) {', '.join(unknown)}: the store has {', '.join(store.views)}")
+        check_views(views, store.views, holder="the store")
         ids, pooled = catalog_vectors(store, views, pooling=pooling)
         signature = store_signature(store, views)
     vectors, params = fit_transform(pooled, pooling=pooling, whiten=whiten, whiten_dim=whiten_dim)

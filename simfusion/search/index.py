@@ -31,7 +31,15 @@ import numpy as np
 
 from simfusion import __version__
 from simfusion.io.atomic import folder_mode
-from simfusion.search.vectors import FUSED, FUSIONS, binary_codes, hamming_similarity, normalize_weights, rrf
+from simfusion.search.vectors import (
+    FUSED,
+    FUSIONS,
+    binary_codes,
+    check_views,
+    hamming_similarity,
+    normalize_weights,
+    rrf,
+)
 
 log = logging.getLogger(__name__)
 
@@ -430,9 +438,7 @@ def search(
     if k <= 0:
         raise ValueError(f"k must be > 0, not {k}")
     views = list(views or index.views)
-    unknown = [view for view in views if view not in index.views]
-    if unknown:
-        raise ValueError(f"unknown view(s) {', '.join(unknown)}: the index has {', '.join(index.views)}")
+    check_views(views, index.views, holder="the index")
     base = {view: index.weights[view] for view in views}
     share = normalize_weights({view: float((weights or base).get(view, base[view])) for view in views})
     for view in views:

@@ -6,10 +6,11 @@ caller searches more candidates than it shows, applies the rules, then keeps the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from simfusion.io.records import field_text
 
 Hit = dict[str, Any]
 CATEGORY_KEY = "category"
@@ -70,15 +71,6 @@ def parse_boosts(items: Iterable[str]) -> list[Boost]:
 def parse_ids(text: str | None) -> set[str]:
     """`a,b,c` -> {"a", "b", "c"}."""
     return {part.strip() for part in (text or "").split(",") if part.strip()}
-
-
-def field_text(value: Any) -> str | None:
-    """A record field as the text a rule compares with: strings as is, other values as JSON."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
 
 
 def matches(record: Mapping[str, Any], filters: Mapping[str, str]) -> bool:

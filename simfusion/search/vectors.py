@@ -167,6 +167,17 @@ def whitening_params(params: Mapping[str, np.ndarray], view: str) -> dict[str, n
     return {key: np.asarray(params[f"{view}/{key}"]) for key in keys}
 
 
+class UnknownViewError(ValueError):
+    """A view name that the store or the index does not hold."""
+
+
+def check_views(views: Sequence[str], known: Sequence[str], *, holder: str) -> None:
+    """Raise UnknownViewError naming the views that `holder` (the store, the index) lacks."""
+    unknown = [view for view in views if view not in known]
+    if unknown:
+        raise UnknownViewError(f"unknown view(s) {', '.join(unknown)}: {holder} has {', '.join(known)}")
+
+
 def parse_weights(text: str | None, views: Sequence[str]) -> dict[str, float]:
     """`thumbnail=1,edges=0.5` -> {view: weight}; views not named get 1.0.
 

@@ -12,13 +12,13 @@ from conftest import REPO, SAMPLE_DATA, synthetic_store
 from PIL import Image
 
 from simfusion.cli.index import main as fusion_main
-from simfusion.cli.predict import Catalog, load_catalog, main, rank
+from simfusion.cli.predict import main
 from simfusion.io.montage import montage_size
 from simfusion.io.store import store_path
 from simfusion.search.build import build_catalog_index, index_path
+from simfusion.search.catalog import Catalog, SearchOptions, ruled
 from simfusion.search.index import save_index
 from simfusion.search.rules import Rules
-from simfusion.search.vectors import transform
 
 
 @pytest.fixture
@@ -53,40 +53,59 @@ def synthetic_model(folder, **store_options):
 
 def test_rank_applies_rules_and_searches_more_when_they_filter(tmp_path):
     ids, records, views = synthetic_model(tmp_path, n=60)
-    catalog = load_catalog(tmp_path)
-    queries = transform({view: maps[:3] for view, (_, maps, _) in views.items()}, catalog.index.params)
-    plain = rank(catalog, queries, records[:3], top_k=5)
+    catalog = Catalog.open(tmp_path)
+    queries = catalog.vectors({view: maps[:3] for view, (_, maps, _) in views.items()})
+    plain = catalog.rank(queries, records[:3], SearchOptions(k=5))
     assert [hits[0]["id"] for hits, _ in plain] == ids[:3]
     assert plain[0][0][0]["category"] == records[0]["category"]  # record fields come with each hit
 
     rules = Rules(filters={"brand": "acme"}, exclude_ids={ids[1]})
-    for hits, _ in rank(catalog, queries, records[:3], top_k=25, rules=rules, candidate_factor=1):
+    for hits, _ in catalog.rank(queries, records[:3], SearchOptions(k=25, rules=rules, candidates=1)):
         assert len(hits) == 25 and all(hit["brand"] == "acme" for hit in hits)
         assert ids[1] not in {hit["id"] for hit in hits}
 
     unlabelled = [{"id": "q", "image": "q.jpg"} for _ in range(3)]
-    for row, (hits, inferred) in enumerate(
-        rank(catalog, queries, unlabelled, top_k=5, rules=Rules(same_category=True))
-    ):
+    same = SearchOptions(k=5, rules=Rules(same_category=True))
+    for row, (hits, inferred) in enumerate(catalog.rank(queries, unlabelled, same)):
         assert inferred == records[row]["category"]
         assert hits and all(hit["category"] == inferred for hit in hits)
-    # nothing to infer from: the rule is ignored rather than returning nothing
-    bare = Catalog(catalog.index, {key: {"id": key} for key in catalog.records}, str(tmp_path))
-    hits, inferred = rank(bare, queries, unlabelled, top_k=5, rules=Rules(same_category=True))[0]
-    assert inferred is None and len(hits) == 5
     given = [{"id": "q", "category": "bag"}] * 3
-    for hits, inferred in rank(catalog, queries, given, top_k=5, rules=Rules(same_category=True)):
+    for hits, inferred in catalog.rank(queries, given, same):
         assert inferred is None and all(hit["category"] == "bag" for hit in hits)
+
+
+def test_same_category_with_nothing_to_infer_is_ignored_rather_than_empty():
+    hits = [{"id": f"item-{i}", "score": 1.0 - i / 10} for i in range(8)]
+    kept, inferred = ruled(hits, {"id": "q"}, Rules(same_category=True), k=5)
+    assert inferred is None and [hit["id"] for hit in kept] == [f"item-{i}" for i in range(5)]
+
+
+def test_catalog_reads_only_the_records_it_is_asked_for(tmp_path):
+    ids, records, _ = synthetic_model(tmp_path, n=20)
+    catalog = Catalog.open(tmp_path)
+    assert len(catalog) == 20 and ids[3] in catalog and "nope" not in catalog
+    assert catalog.records([ids[5], "nope", ids[2]]) == {ids[5]: records[5], ids[2]: records[2]}
+    assert catalog.record(ids[0]) == records[0] and catalog.record("nope") is None
+
+
+def test_more_like_this_leaves_the_item_out_of_its_own_results(tmp_path):
+    ids, records, _ = synthetic_model(tmp_path, n=30)
+    [answer] = Catalog.open(tmp_path).search_ids([ids[4]], k=5)
+    assert answer["id"] == ids[4] and len(answer["results"]) == 5
+    assert ids[4] not in [hit["id"] for hit in answer["results"]]
+    assert answer["results"][0]["category"] == records[4]["category"]
+    with pytest.raises(KeyError, match="not in the catalog"):
+        Catalog.open(tmp_path).search_ids(["nope"])
 
 
 def test_empty_catalog_gives_no_results(tmp_path):
     _, records, views = synthetic_model(tmp_path, n=10)
-    catalog = load_catalog(tmp_path)
+    catalog = Catalog.open(tmp_path)
     from simfusion.search.index import remove_items
 
     remove_items(catalog.index, list(catalog.index.ids))
-    queries = transform({view: maps[:1] for view, (_, maps, _) in views.items()}, catalog.index.params)
-    assert rank(Catalog(catalog.index, {}, str(tmp_path)), queries, records[:1], top_k=3) == [([], None)]
+    queries = catalog.vectors({view: maps[:1] for view, (_, maps, _) in views.items()})
+    assert catalog.rank(queries, records[:1], SearchOptions(k=3)) == [([], None)]
 
 
 # ---------------------------------------------------------------- clear errors

@@ -1,0 +1,310 @@
+"""The library's front door: a trained model folder, opened to search, add and remove.
+
+    from simfusion.search.catalog import Catalog
+
+    catalog = Catalog.open("out/model")
+    [answer] = catalog.search([{"image": "query.jpg"}], k=10, rules=Rules(same_category=True))
+    catalog.add(records, base_path="photos/")        # encoded like the catalog, nothing retrained
+    catalog.remove(["item-12"])
+
+Every command that searches (predict.py, fusion.py --add/--remove, evaluate.py's fused rows, the
+benchmarks, the HTTP service) goes through this class. A query's cost does not grow with the
+catalog's records: only the records of the hits are read from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from simfusion.detect.detection import catalog_detector
+from simfusion.io.records import record_id, record_path, set_error
+from simfusion.io.store import FeatureStore, store_path
+from simfusion.pipeline import Encoded, Pipeline, encode_images, encode_records, load_pipeline
+from simfusion.search.build import add_catalog_items, check_store, index_path, remove_catalog_items
+from simfusion.search.index import CatalogIndex, load_index, search
+from simfusion.search.rules import Rules, apply_rules, field_text, infer_category
+from simfusion.search.vectors import transform
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_FACTOR = 10  # candidates searched per result shown, before the rules thin them out
+GROWTH = 4  # how much wider each further search is when the rules left too few results
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How one search runs; the defaults are the product's."""
+
+    k: int = 10
+    rules: Rules | None = None
+    views: Sequence[str] | None = None
+    weights: Mapping[str, float] | None = None
+    candidates: int = CANDIDATE_FACTOR
+    nprobe: int | None = None
+    ef_search: int | None = None
+
+
+class Catalog:
+    """A trained catalog: its index, its feature store and the pipeline that encodes new images."""
+
+    def __init__(
+        self, model_save_path: str | os.PathLike, *, detector: str | None = None, edges=None
+    ) -> None:
+        self.path = os.fspath(model_save_path)
+        self._overrides = {"detector": detector, "edges": edges}
+        self._pipeline: Pipeline | None = None
+        self.reload()
+
+    @classmethod
+    def open(cls, model_save_path: str | os.PathLike, **overrides: Any) -> Catalog:
+        """Open a model folder; raises FileNotFoundError, StoreFormatError or IndexFileError saying
+        what to run when it is incomplete, stale or foreign."""
+        return cls(model_save_path, **overrides)
+
+    def reload(self) -> None:
+        """Read the index and the store's ids again (after another process changed them)."""
+        with FeatureStore(store_path(self.path)) as store:
+            index = load_index(index_path(self.path))
+            check_store(index, store)
+            self._rows = {key: row for row, key in enumerate(store.record_ids())}
+        self.index: CatalogIndex = index
+
+    # ------------------------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.index
+
+    @property
+    def views(self) -> list[str]:
+        return list(self.index.views)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """How images become view images, as training made the catalog's (training.json)."""
+        if self._pipeline is None:
+            pipeline = load_pipeline(self.path, **self._overrides)
+            if pipeline.detector is None:
+                with FeatureStore(store_path(self.path)) as store:
+                    pipeline = replace(pipeline, detector=catalog_detector(store.records()))
+            self._pipeline = pipeline
+        return self._pipeline
+
+    def records(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The catalog records of these ids (those it holds), read from the store by row."""
+        wanted = {key: self._rows[key] for key in dict.fromkeys(ids) if key in self._rows}
+        if not wanted:
+            return {}
+        with FeatureStore(store_path(self.path)) as store:
+            found = store.records_at(sorted(wanted.values()))
+        by_row = dict(zip(sorted(wanted.values()), found, strict=True))
+        return {key: by_row[row] for key, row in wanted.items()}
+
+    def record(self, key: str) -> dict[str, Any] | None:
+        return self.records([key]).get(key)
+
+    # ----------------------------------------------------------------------------------- encoding
+    def encode(
+        self,
+        records: Sequence[dict[str, Any]],
+        *,
+        base_path: str = "",
+        batch_size: int = 16,
+        views: Sequence[str] | None = None,
+        stage: str = "search",
+    ) -> Encoded:
+        """Read and encode records' images like the catalog's; an unreadable one gets an `error`."""
+        return encode_records(
+            records,
+            model_save_path=self.path,
+            base_path=base_path,
+            views=list(views or self.index.views),
+            pipeline=self.pipeline,
+            batch_size=batch_size,
+            stage=stage,
+        )
+
+    def vectors(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Feature maps -> the index's vectors, with its frozen pooling and normalisation."""
+        return transform(maps, self.index.params, pooling=self.index.meta["pooling"])
+
+    # ------------------------------------------------------------------------------------ search
+    def search(
+        self, queries: Sequence[dict[str, Any]], *, base_path: str = "", batch_size: int = 16, **options: Any
+    ) -> list[dict[str, Any]]:
+        """Each query record (an `image` path under `base_path`) with its `results` added, or an
+        `error` when its image could not be read; `options` are SearchOptions' fields."""
+        records = [dict(query) for query in queries]
+        good = [record for record in records if "error" not in record]
+        encoded = self.encode(good, base_path=base_path, batch_size=batch_size, views=options.get("views"))
+        self.answer(encoded.records, encoded.maps, **options)
+        return records
+
+    def search_images(
+        self, images: Sequence[np.ndarray], records: Sequence[dict[str, Any]] | None = None, **options: Any
+    ) -> list[dict[str, Any]]:
+        """Like `search`, for decoded uint8 RGB images (an upload) instead of paths."""
+        records = [dict(r) for r in records] if records is not None else [{} for _ in images]
+        if images:
+            maps, _ = encode_images(
+                images,
+                model_save_path=self.path,
+                views=list(options.get("views") or self.index.views),
+                pipeline=self.pipeline,
+                boxes=[r.get("box") for r in records],
+            )
+            self.answer(records, maps, **options)
+        return records
+
+    def search_ids(self, ids: Sequence[str], **options: Any) -> list[dict[str, Any]]:
+        """ "More like this": catalog items as queries, from their stored features; each leaves
+        itself out of its own results."""
+        opts = SearchOptions(**options)
+        unknown = [key for key in ids if key not in self]
+        if unknown:
+            raise KeyError(f"not in the catalog: {', '.join(map(str, unknown))}")
+        views = list(opts.views or self.index.views)
+        with FeatureStore(store_path(self.path)) as store:
+            maps = {view: store.features(view, store.rows(view, ids)) for view in views}
+        records = [dict(self.record(key) or {"id": key}) for key in ids]
+        rules = opts.rules or Rules()
+        rules = replace(rules, exclude_ids=set(rules.exclude_ids) | set(ids))
+        self.answer(records, maps, **{**options, "rules": rules})
+        return records
+
+    def answer(self, records: list[dict[str, Any]], maps: Mapping[str, np.ndarray], **options: Any) -> None:
+        """Add `results` (and `inferred_category` where the rules inferred one) to each record,
+        from its feature maps row-aligned with `records`; `options` are SearchOptions' fields."""
+        if not records:
+            return
+        opts = SearchOptions(**options)
+        rules = opts.rules or Rules()
+        ranked = self.rank(self.vectors(maps), records, opts)
+        for record, (results, inferred) in zip(records, ranked, strict=True):
+            record["results"] = results
+            if inferred is not None or (rules.same_category and not record.get(rules.category_key)):
+                record["inferred_category"] = inferred
+
+    def rank(
+        self,
+        queries: Mapping[str, np.ndarray],
+        query_records: Sequence[Mapping[str, Any]],
+        opts: SearchOptions,
+    ) -> list[tuple[list[dict[str, Any]], str | None]]:
+        """Results (hits with record fields, best first) and the inferred category of each query.
+
+        Searches `k * candidates` items, applies the rules and searches again with more while the
+        rules leave fewer than `k` and the catalog has more.
+        """
+        rules, k = opts.rules or Rules(), opts.k
+        size = len(self.index)
+        wanted = min(size, k * (opts.candidates if rules else 1)) if size else k
+        todo = list(range(len(query_records)))
+        out: list[tuple[list[dict[str, Any]], str | None]] = [([], None)] * len(query_records)
+        while todo:
+            subset = {view: np.asarray(vectors)[todo] for view, vectors in queries.items()}
+            # late and rrf fusion rescore the union of each view's candidates: a wider pool ranks better
+            found = search(
+                self.index,
+                subset,
+                k=max(wanted, 1),
+                candidates=max(wanted, k * opts.candidates),
+                views=opts.views,
+                weights=opts.weights,
+                nprobe=opts.nprobe,
+                ef_search=opts.ef_search,
+            )
+            fields = self.records({hit["id"] for hits in found for hit in hits})
+            again = []
+            for row, hits in zip(todo, found, strict=True):
+                hits = with_fields(hits, fields)
+                out[row] = ruled(hits, query_records[row], rules, k=k, query_number=row + 1)
+                if len(out[row][0]) < k and wanted < size:
+                    again.append(row)
+            todo, wanted = again, min(size, wanted * GROWTH)
+        return out
+
+    # ---------------------------------------------------------------------------------- changes
+    def add(
+        self,
+        records: Sequence[dict[str, Any]],
+        *,
+        base_path: str = "",
+        batch_size: int = 16,
+        stage: str = "add",
+    ) -> list[dict[str, Any]]:
+        """Encode new records' images and add them to the store and the index, nothing retrained or
+        refitted. Returns the records: added ones with `indexed`, `detections` and `box`; the others
+        (an id already held, an unreadable image) with an `error`."""
+        records = [dict(record) for record in records]
+        for record in records:
+            if "error" not in record and (record_id(record) in self.index or record_id(record) in self._rows):
+                set_error(
+                    record, stage, f"id {record_id(record)!r} is already in the catalog; remove it first"
+                )
+        fresh = [record for record in records if "error" not in record]
+        encoded = self.encode(
+            fresh, base_path=base_path, batch_size=batch_size, views=self._store_views(), stage=stage
+        )
+        for record, found in zip(encoded.records, encoded.found, strict=True):
+            record.update(found)  # `detections` and `box`, as the catalog's records have them
+            # the montage finds an added item's picture here (no thumbnail file is written for it)
+            record["image_path"] = os.path.abspath(os.path.join(base_path, record_path(record)))
+        if encoded.records:
+            add_catalog_items(self.path, encoded.records, encoded.maps)
+            self.reload()
+        for record in encoded.records:
+            record["indexed"] = True
+        return records
+
+    def remove(self, ids: Iterable[str]) -> dict[str, Any]:
+        """Remove ids from the store and the index; returns what was removed and what was missing."""
+        summary = remove_catalog_items(self.path, ids)
+        self.reload()
+        return summary
+
+    def _store_views(self) -> list[str]:
+        with FeatureStore(store_path(self.path)) as store:
+            return store.views
+
+
+def with_fields(
+    hits: Sequence[dict[str, Any]], records: Mapping[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Hits with their catalog record's fields after {id, score, scores} (those keys win)."""
+    out = []
+    for hit in hits:
+        full = dict(hit)
+        for key, value in records.get(hit["id"], {}).items():
+            full.setdefault(key, value)
+        out.append(full)
+    return out
+
+
+def ruled(
+    hits: list[dict[str, Any]], query: Mapping[str, Any], rules: Rules, *, k: int, query_number: int = 0
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One query's hits under the rules, cut to `k`, and the category inferred for it (or None)."""
+    if not rules:
+        return hits[:k], None
+    category, inferred = None, None
+    if rules.same_category:
+        category = field_text(query.get(rules.category_key))
+        if category in (None, ""):
+            category = inferred = infer_category(hits, key=rules.category_key, top=k)
+    if rules.same_category and category in (None, ""):
+        # nothing to match: better the unfiltered ranking than no results at all
+        log.warning(
+            "query %d has no category and its neighbours none to infer; same_category ignored for it",
+            query_number,
+        )
+        rules = replace(rules, same_category=False)
+    kept = apply_rules(hits, rules, category=category) if rules else hits
+    return kept[:k], inferred
