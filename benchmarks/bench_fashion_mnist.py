@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     from simfusion.evaluate.protocol import (
         baseline_vectors,
         draw_queries,
-        format_table,
         fused_ranking,
         rank_methods,
         score_rankings,
     )
+    from simfusion.evaluate.report import format_table
     from simfusion.search.vectors import fit_transform
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

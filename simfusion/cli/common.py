@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import os
+import re
 import sys
+import threading
 
 
 def add_image_arguments(parser: argparse.ArgumentParser, *, output: bool = True, size: bool = True) -> None:
@@ -37,9 +41,68 @@ def positive_int(text: str) -> int:
 
 def configure_logging(level: str = "INFO") -> None:
     """Logs go to stderr; stdout is kept for records. Quiets TensorFlow's C++ and FAISS's start-up chatter."""
-    import os
-
     # Must be set before TensorFlow is first imported; the stages import it lazily.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_native_logs()
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+# TensorFlow 2.21's C++ side logs through absl before absl::InitializeLog() runs, and that early
+# output ignores TF_CPP_MIN_LOG_LEVEL (and every other environment variable): its INFO lines, the
+# "rebuild TensorFlow" CPU note and the failed CUDA probe of a machine without a GPU. They are
+# dropped at the file-descriptor level; every other line, C++ warnings and errors included, passes.
+NATIVE_NOISE = re.compile(
+    r"^(I\d{4} [\d:.]+ +\d+ \S+\.cc:\d+\]"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: .* rebuild TensorFlow"
+    r"|E\d{4} [\d:.]+ +\d+ cuda_(platform|executor|diagnostics)\.cc:\d+\] .*(cuInit|CUDA|kernel driver))"
+)
+_quiet = {"installed": False}
+
+
+def quiet_native_logs() -> None:
+    """Filter native libraries' start-up noise out of this process's stderr (fd 2); a no-op where
+    stderr is not the real one (tests capture it) or the filter is already in place."""
+    if _quiet["installed"] or sys.stderr is not sys.__stderr__:
+        return
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except (OSError, ValueError):
+        return
+    _quiet["installed"] = True
+    pump = threading.Thread(target=_pass_lines, args=(read_end, real), name="stderr-filter", daemon=True)
+    pump.start()
+
+    def restore() -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(real, 2)  # closes the pipe's last write end: the pump sees EOF and drains
+        pump.join(timeout=2)
+
+    atexit.register(restore)
+
+
+def _noise(line: bytes) -> bool:
+    return NATIVE_NOISE.match(line.decode("utf-8", "replace")) is not None
+
+
+def _pass_lines(read_end: int, real: int) -> None:
+    with os.fdopen(read_end, "rb", buffering=0) as source:
+        pending = b""
+        while chunk := source.read(65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            kept = b"".join(
+                line + b"\n" for line in lines if not NATIVE_NOISE.match(line.decode("utf-8", "replace"))
+            )
+            if kept:
+                os.write(real, kept)
+        if pending:
+            os.write(real, pending)

@@ -6,7 +6,8 @@ import json
 import logging
 
 from simfusion.cli.common import configure_logging
-from simfusion.evaluate.protocol import BASELINES, evaluate_store, format_table, plot_results
+from simfusion.evaluate.protocol import BASELINES, evaluate_store
+from simfusion.evaluate.report import format_table, plot_results
 from simfusion.search.vectors import FUSIONS
 
 log = logging.getLogger(__name__)

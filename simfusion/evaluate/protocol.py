@@ -166,42 +166,6 @@ def baseline_vectors(
     return {"pixels": pixels, "pca": pca, "histogram": np.sqrt(histogram / flat.shape[1])}
 
 
-def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
-    """A markdown table: one row per method, one column per metric."""
-    metrics = list(next(iter(results.values())))
-    lines = ["| method | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
-    for method, values in results.items():
-        lines.append(f"| {method} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")
-    return "\n".join(lines)
-
-
-def plot_results(results: Mapping[str, Mapping[str, float]], path: str, *, title: str = "") -> str:
-    """A grouped bar chart of every metric per method, written to `path` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = list(results)
-    metrics = list(next(iter(results.values())))
-    width = 0.8 / len(metrics)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(methods) + 2), 4.2))
-    for i, metric in enumerate(metrics):
-        positions = np.arange(len(methods)) + (i - (len(metrics) - 1) / 2) * width
-        axes.bar(positions, [results[m][metric] for m in methods], width, label=metric)
-    axes.set_xticks(np.arange(len(methods)), methods, rotation=30, ha="right")
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("score")
-    axes.set_title(title)
-    axes.legend(fontsize="small", ncols=min(len(metrics), 3))
-    axes.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
 def evaluate_store(
     model_save_path: str,
     *,
@@ -230,14 +194,7 @@ def evaluate_store(
         records = {record_id(r): r for r in store.records()}
     # the same whitening fusion.py --whiten fits on the catalog
     vectors = {view: apply_whitening(v, fit_whitening(v)) for view, v in pooled.items()} if whiten else pooled
-    keep = [i for i, key in enumerate(ids) if records.get(key, {}).get(category_key) not in (None, "")]
-    if len(keep) < 2:
-        raise ValueError(f"fewer than 2 catalog items have a {category_key!r}: nothing to evaluate")
-    if len(keep) < len(ids):
-        log.warning("%d items have no %r and are left out", len(ids) - len(keep), category_key)
-    ids = [ids[i] for i in keep]
-    vectors = {view: vecs[keep] for view, vecs in vectors.items()}
-    labels = np.array([str(records[key][category_key]) for key in ids])
+    ids, vectors, labels = labelled(ids, vectors, records, category_key=category_key)
     k_max = min(max(ks), len(ids) - 1)
     ks = sorted({min(k, k_max) for k in ks})
     query_rows = draw_queries(len(ids), n_queries, seed=seed)
@@ -267,6 +224,24 @@ def evaluate_store(
         "pooling": pooling,
         "results": results,
     }
+
+
+def labelled(
+    ids: Sequence[str],
+    vectors: Mapping[str, np.ndarray],
+    records: Mapping[str, Mapping[str, Any]],
+    *,
+    category_key: str,
+) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
+    """The items that have a category: their ids, their rows of each view's vectors, their labels."""
+    keep = [i for i, key in enumerate(ids) if records.get(key, {}).get(category_key) not in (None, "")]
+    if len(keep) < 2:
+        raise ValueError(f"fewer than 2 catalog items have a {category_key!r}: nothing to evaluate")
+    if len(keep) < len(ids):
+        log.warning("%d items have no %r and are left out", len(ids) - len(keep), category_key)
+    ids = [ids[i] for i in keep]
+    labels = np.array([str(records[key][category_key]) for key in ids])
+    return ids, {view: vecs[keep] for view, vecs in vectors.items()}, labels
 
 
 def _load_thumbnails(records: Sequence[Mapping[str, Any]], *, base_path: str) -> np.ndarray:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -40,7 +39,7 @@ CHUNK_BYTES = 64 * 1024
 MAX_CHUNK_ROWS = 8
 COMPRESSIONS = ("gzip", "lzf", None)
 
-_STR = h5py.string_dtype(encoding="utf-8")
+STRING_DTYPE = h5py.string_dtype(encoding="utf-8")
 
 
 class StoreFormatError(ValueError):
@@ -61,7 +60,7 @@ def _attr_value(value: Any) -> Any:
     if value is None or isinstance(value, Mapping):
         return json.dumps(value, default=to_json)
     if isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value):
-        return np.array([str(v) for v in value], dtype=_STR)
+        return np.array([str(v) for v in value], dtype=STRING_DTYPE)
     return value
 
 
@@ -139,7 +138,7 @@ class StoreWriter:
             self._file.attrs["format_version"] = FORMAT_VERSION
             catalog = self._file.create_group("catalog")
             for name in ("ids", "records"):
-                catalog.create_dataset(name, shape=(0,), maxshape=(None,), dtype=_STR, chunks=(256,))
+                catalog.create_dataset(name, shape=(0,), maxshape=(None,), dtype=STRING_DTYPE, chunks=(256,))
             self._file.create_group("views")
             if self._catalog is not None:
                 self.add_records(self._catalog)
@@ -162,8 +161,8 @@ class StoreWriter:
             self._catalog_ids.add(key)
             ids.append(key)
             texts.append(record_json(record))
-        _append_strings(self._h5()["catalog/ids"], ids)
-        _append_strings(self._h5()["catalog/records"], texts)
+        extend_strings(self._h5()["catalog/ids"], ids)
+        extend_strings(self._h5()["catalog/records"], texts)
 
     def add_view(self, name: str, attrs: Mapping[str, Any], feature_shape: Sequence[int]) -> None:
         """Create an empty view whose rows are float32 feature maps of `feature_shape` (h, w, c)."""
@@ -174,7 +173,7 @@ class StoreWriter:
             raise ValueError(f"view {name!r} was already added")
         shape = tuple(int(v) for v in feature_shape)
         group = views.create_group(name)
-        group.create_dataset("ids", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+        group.create_dataset("ids", shape=(0,), maxshape=(None,), dtype=STRING_DTYPE, chunks=(1024,))
         group.create_dataset(
             "features",
             shape=(0, *shape),
@@ -199,7 +198,7 @@ class StoreWriter:
         clash = next((v for v in ids if v in seen), None)
         if clash is not None:
             raise ValueError(f"view {view!r} already holds id {clash!r}; ids must be unique")
-        _append_rows(group, ids, features)
+        extend_view(group, ids, features)
         seen.update(ids)
 
     def commit(self) -> str:
@@ -236,7 +235,7 @@ class StoreWriter:
             self._tmp = self._commit = None
 
 
-def _append_strings(dataset: h5py.Dataset, values: Sequence[str]) -> None:
+def extend_strings(dataset: h5py.Dataset, values: Sequence[str]) -> None:
     if not values:
         return
     start = dataset.shape[0]
@@ -244,7 +243,7 @@ def _append_strings(dataset: h5py.Dataset, values: Sequence[str]) -> None:
     dataset[start:] = np.array(values, dtype=object)
 
 
-def _append_rows(group: h5py.Group, ids: Sequence[str], features: np.ndarray) -> None:
+def extend_view(group: h5py.Group, ids: Sequence[str], features: np.ndarray) -> None:
     dataset = group["features"]
     array = np.asarray(features, dtype=np.float32)
     if array.ndim == len(dataset.shape) - 1 and len(ids) == 1:
@@ -260,7 +259,7 @@ def _append_rows(group: h5py.Group, ids: Sequence[str], features: np.ndarray) ->
     start = dataset.shape[0]
     dataset.resize((start + len(ids), *dataset.shape[1:]))
     dataset[start:] = array
-    _append_strings(group["ids"], list(ids))
+    extend_strings(group["ids"], list(ids))
 
 
 def write_store(
@@ -330,6 +329,11 @@ class FeatureStore:
             )
 
     @property
+    def h5(self) -> h5py.File:
+        """The open HDF5 file, for the store's own editing functions (simfusion.io.store_edit)."""
+        return self._file
+
+    @property
     def views(self) -> list[str]:
         return list(self._file["views"].keys())
 
@@ -394,128 +398,3 @@ class FeatureStore:
         """The store's root attributes, or a view's attributes."""
         source = self._file.attrs if view is None else self._view(view).attrs
         return {key: _read_attr(value) for key, value in source.items()}
-
-
-def _update_copy(path: str, change) -> Any:
-    """Copy the store to a temporary file, apply `change(file)`, rename it over the store."""
-    with FeatureStore(path):
-        pass  # refuse to change a store of another format
-    with atomic_path(path) as tmp:
-        shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "r+") as file:
-            result = change(file)
-            file.attrs["modified"] = now_iso()
-    return result
-
-
-def append_items(
-    path: str | os.PathLike,
-    *,
-    views: Mapping[str, tuple[Sequence[str], np.ndarray]],
-    records: Iterable[Mapping[str, Any]] = (),
-) -> None:
-    """Add rows to several views and their records to the catalog, in one atomic update.
-
-    An id a view already holds is a ValueError (remove it first); an id with no catalog record
-    and none given gets a minimal {"id": ...} record, so every view id is in the catalog.
-    """
-    path = os.fspath(path)
-    records = list(records)
-
-    def change(file: h5py.File) -> None:
-        catalog_ids = set(file["catalog/ids"].asstr()[:])
-        new_records = []
-        for record in records:
-            key = record_id(record)
-            if key not in catalog_ids:
-                catalog_ids.add(key)
-                new_records.append((key, record_json(record)))
-        for view, (ids, features) in views.items():
-            if view not in file["views"]:
-                raise KeyError(f"the store has no view {view!r}; it has {', '.join(file['views']) or 'none'}")
-            group = file["views"][view]
-            held = set(group["ids"].asstr()[:])
-            ids = [str(v) for v in ids]
-            clash = [v for v in ids if v in held]
-            if clash or len(set(ids)) < len(ids):
-                raise ValueError(f"view {view!r} already holds id {(clash or ids)[0]!r}; remove it first")
-            _append_rows(group, ids, features)
-            for key in ids:
-                if key not in catalog_ids:
-                    catalog_ids.add(key)
-                    new_records.append((key, record_json({"id": key})))
-        _append_strings(file["catalog/ids"], [key for key, _ in new_records])
-        _append_strings(file["catalog/records"], [text for _, text in new_records])
-
-    _update_copy(path, change)
-
-
-def append_rows(
-    path: str | os.PathLike,
-    view: str,
-    ids: Sequence[str],
-    features: np.ndarray,
-    *,
-    records: Iterable[Mapping[str, Any]] = (),
-) -> None:
-    """Add rows to one view (and their records to the catalog), atomically. See `append_items`."""
-    append_items(path, views={view: (ids, features)}, records=records)
-
-
-def remove_ids(path: str | os.PathLike, ids: Iterable[str], *, batch_size: int = 1024) -> int:
-    """Remove these ids from every view and from the catalog, atomically; returns how many were held.
-
-    Rows are copied in batches to a new file (HDF5 cannot shrink a dataset in place without
-    leaving its space unused), so memory stays flat for a large store.
-    """
-    path = os.fspath(path)
-    drop = {str(v) for v in ids}
-    with FeatureStore(path) as store:
-        removed: set[str] = set()
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
-            for key, value in store._file.attrs.items():
-                out.attrs[key] = value
-            out.attrs["modified"] = now_iso()
-            catalog_ids = store.record_ids()
-            keep = [i for i, key in enumerate(catalog_ids) if key not in drop]
-            removed.update(key for key in catalog_ids if key in drop)
-            catalog = out.create_group("catalog")
-            for name in ("ids", "records"):
-                values = store._file["catalog"][name].asstr()[:]
-                catalog.create_dataset(
-                    name,
-                    data=np.array(values[keep], dtype=object),
-                    dtype=_STR,
-                    maxshape=(None,),
-                    chunks=(256,),
-                )
-            views = out.create_group("views")
-            for view in store.views:
-                source = store._file["views"][view]
-                group = views.create_group(view)
-                for key, value in source.attrs.items():
-                    group.attrs[key] = value
-                old = source["features"]
-                group.create_dataset("ids", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
-                group.create_dataset(
-                    "features",
-                    shape=(0, *old.shape[1:]),
-                    maxshape=(None, *old.shape[1:]),
-                    dtype=old.dtype,
-                    chunks=old.chunks,
-                    compression=old.compression,
-                    compression_opts=old.compression_opts,
-                    shuffle=old.shuffle,
-                )
-                for batch_ids, batch in store.batches(view, batch_size=batch_size):
-                    mask = np.array([key not in drop for key in batch_ids], dtype=bool)
-                    removed.update(key for key, kept in zip(batch_ids, mask, strict=True) if not kept)
-                    _append_rows(
-                        group,
-                        [key for key, kept in zip(batch_ids, mask, strict=True) if kept],
-                        batch[mask],
-                    )
-    missing = len(drop - removed)
-    if missing:
-        log.warning("remove: %d of %d ids were not in the store", missing, len(drop))
-    return len(removed)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from simfusion.io.records import record_id
-from simfusion.io.store import FeatureStore, append_items, remove_ids, store_path
+from simfusion.io.store import FeatureStore, store_path
+from simfusion.io.store_edit import append_items, remove_ids
 from simfusion.search.index import (
     EF_SEARCH,
     HNSW_M,

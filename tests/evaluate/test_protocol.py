@@ -10,11 +10,11 @@ from PIL import Image
 from simfusion.evaluate.protocol import (
     baseline_vectors,
     draw_queries,
-    format_table,
     fused_ranking,
     rank_methods,
     score_rankings,
 )
+from simfusion.evaluate.report import format_table
 
 
 def clustered(rng, labels, *, dim=16, noise=0.5):

@@ -15,11 +15,9 @@ from simfusion.io.store import (
     FeatureStore,
     StoreFormatError,
     StoreWriter,
-    append_items,
-    append_rows,
-    remove_ids,
     write_store,
 )
+from simfusion.io.store_edit import append_items, append_rows, remove_ids
 
 IDS = ["a", "b", "c", "d", "e"]
 

@@ -1,0 +1,5 @@
+import sys
+
+from simfusion.cli.main import main
+
+sys.exit(main())
