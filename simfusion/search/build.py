@@ -155,6 +155,33 @@ def build_catalog_index(
     )
 
 
+def reconcile(index: CatalogIndex, store) -> dict[str, list[str]]:
+    """Bring the index in line with its store, the source of truth, in memory.
+
+    An add or remove interrupted between committing the store and saving the index leaves the
+    index behind: the items the store holds and the index lacks are added (their vectors made
+    from the stored features with the index's frozen params), those it holds and the store no
+    longer does are removed. Returns {"added": ids, "removed": ids}.
+    """
+    held = store.record_ids()
+    in_store = set(held)
+    extra = [key for key in index.ids if key not in in_store]
+    missing = [key for key in held if key not in index]
+    if extra:
+        remove_items(index, extra)
+    if missing:
+        maps = {view: store.features(view, store.rows(view, missing)) for view in index.views}
+        add_items(index, missing, transform(maps, index.params, pooling=index.meta["pooling"]))
+    if extra or missing:
+        log.warning(
+            "the index disagreed with %s (an interrupted add or remove): %d added, %d removed",
+            store.path,
+            len(missing),
+            len(extra),
+        )
+    return {"added": missing, "removed": extra}
+
+
 def add_catalog_items(
     model_save_path: str | os.PathLike,
     records: Sequence[dict[str, Any]],
@@ -163,13 +190,15 @@ def add_catalog_items(
     """Append encoded items to the store (all its views) and to the index, then save the index.
 
     `maps_by_view` holds each store view's feature maps, row-aligned with `records`. Nothing is
-    refitted: the index's frozen pooling and whitening make the new vectors.
+    refitted: the index's frozen pooling and whitening make the new vectors. The store is
+    committed first; a crash before the index is saved is repaired by `reconcile`. The caller
+    holds the folder's write lock.
     """
-
     folder = index_path(model_save_path)
-    index = load_index(folder)
     with FeatureStore(store_path(model_save_path)) as store:
+        index = load_index(folder)
         check_store(index, store)
+        reconcile(index, store)
         missing = [view for view in store.views if view not in maps_by_view]
     if missing:
         raise ValueError(f"no feature maps for store view(s) {', '.join(missing)}")
@@ -188,13 +217,17 @@ def add_catalog_items(
 
 
 def remove_catalog_items(model_save_path: str | os.PathLike, ids: Iterable[str]) -> dict[str, Any]:
-    """Remove ids from the store and from the index; returns what was removed and what was not there."""
-
+    """Remove ids from the store and from the index; returns what was removed and what was not
+    there. The store is committed first; the caller holds the folder's write lock."""
     ids = list(dict.fromkeys(str(key) for key in ids))
     folder = index_path(model_save_path)
-    index = load_index(folder)
-    in_store = remove_ids(store_path(model_save_path), ids)
-    removed = remove_items(index, ids)
+    with FeatureStore(store_path(model_save_path)) as store:
+        index = load_index(folder)
+        # ids an interrupted remove took from the store only: gone now, and counted as removed
+        repaired = [key for key in reconcile(index, store)["removed"] if key in set(ids)]
+        held = set(store.record_ids())
+    in_store = remove_ids(store_path(model_save_path), [key for key in ids if key in held])
+    removed = repaired + remove_items(index, ids)
     save_index(index, folder)
     missing = [key for key in ids if key not in set(removed)]
     return {

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from simfusion.detect.detection import catalog_detector
+from simfusion.io.lock import write_lock
 from simfusion.io.records import record_id, record_path, set_error
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.pipeline import Encoded, Pipeline, encode_images, encode_records, load_pipeline
-from simfusion.search.build import add_catalog_items, check_store, index_path, remove_catalog_items
+from simfusion.search.build import add_catalog_items, check_store, index_path, reconcile, remove_catalog_items
 from simfusion.search.index import CatalogIndex, load_index, search
 from simfusion.search.rules import Rules, apply_rules, field_text, infer_category
 from simfusion.search.vectors import transform
@@ -68,10 +69,13 @@ class Catalog:
         return cls(model_save_path, **overrides)
 
     def reload(self) -> None:
-        """Read the index and the store's ids again (after another process changed them)."""
+        """Read the index and the store's ids again (after another process changed them). An index
+        that lags its store (an interrupted add or remove) is brought in line in memory; the next
+        writer saves the repair."""
         with FeatureStore(store_path(self.path)) as store:
             index = load_index(index_path(self.path))
             check_store(index, store)
+            reconcile(index, store)
             self._rows = {key: row for row, key in enumerate(store.record_ids())}
         self.index: CatalogIndex = index
 
@@ -239,40 +243,57 @@ class Catalog:
         base_path: str = "",
         batch_size: int = 16,
         stage: str = "add",
+        lock_timeout: float | None = None,
     ) -> list[dict[str, Any]]:
         """Encode new records' images and add them to the store and the index, nothing retrained or
-        refitted. Returns the records: added ones with `indexed`, `detections` and `box`; the others
-        (an id already held, an unreadable image) with an `error`."""
-        records = [dict(record) for record in records]
-        for record in records:
-            if "error" not in record and (record_id(record) in self.index or record_id(record) in self._rows):
-                set_error(
-                    record, stage, f"id {record_id(record)!r} is already in the catalog; remove it first"
-                )
-        fresh = [record for record in records if "error" not in record]
-        encoded = self.encode(
-            fresh, base_path=base_path, batch_size=batch_size, views=self._store_views(), stage=stage
-        )
-        for record, found in zip(encoded.records, encoded.found, strict=True):
-            record.update(found)  # `detections` and `box`, as the catalog's records have them
-            # the montage finds an added item's picture here (no thumbnail file is written for it)
-            record["image_path"] = os.path.abspath(os.path.join(base_path, record_path(record)))
-        if encoded.records:
-            add_catalog_items(self.path, encoded.records, encoded.maps)
+        refitted. Returns the records: added ones with `indexed`, `detections` and `box`; one the
+        catalog already holds unchanged (a retried add) with `indexed` too; the others (an id held
+        with another record, an unreadable image) with an `error`."""
+        with write_lock(self.path, timeout=lock_timeout):
+            self.reload()
+            records = [dict(record) for record in records]
+            held = self.records(record_id(r) for r in records if "error" not in r)
+            for record in records:
+                if "error" not in record and record_id(record) in held:
+                    if not same_item(record, held[record_id(record)]):
+                        set_error(
+                            record,
+                            stage,
+                            f"id {record_id(record)!r} is already in the catalog "
+                            "with another record; remove it first",
+                        )
+                    else:
+                        record.update(indexed=True, note="already in the catalog")
+            fresh = [r for r in records if "error" not in r and not r.get("indexed")]
+            encoded = self.encode(
+                fresh, base_path=base_path, batch_size=batch_size, views=self._store_views(), stage=stage
+            )
+            for record, found in zip(encoded.records, encoded.found, strict=True):
+                record.update(found)  # `detections` and `box`, as the catalog's records have them
+                # the montage finds an added item's picture here (no thumbnail file is written for it)
+                record["image_path"] = os.path.abspath(os.path.join(base_path, record_path(record)))
+            if encoded.records:
+                add_catalog_items(self.path, encoded.records, encoded.maps)
             self.reload()
         for record in encoded.records:
             record["indexed"] = True
         return records
 
-    def remove(self, ids: Iterable[str]) -> dict[str, Any]:
+    def remove(self, ids: Iterable[str], *, lock_timeout: float | None = None) -> dict[str, Any]:
         """Remove ids from the store and the index; returns what was removed and what was missing."""
-        summary = remove_catalog_items(self.path, ids)
-        self.reload()
+        with write_lock(self.path, timeout=lock_timeout):
+            summary = remove_catalog_items(self.path, ids)
+            self.reload()
         return summary
 
     def _store_views(self) -> list[str]:
         with FeatureStore(store_path(self.path)) as store:
             return store.views
+
+
+def same_item(record: Mapping[str, Any], held: Mapping[str, Any]) -> bool:
+    """Whether a record to add is the one the catalog holds (every field it gives is held alike)."""
+    return all(held.get(key) == value for key, value in record.items())
 
 
 def with_fields(

@@ -21,8 +21,7 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from simfusion import __version__
-from simfusion.io.atomic import folder_mode
+from simfusion.io.atomic import TEMP_PREFIX, atomic_path, remove_quietly, write_json
 from simfusion.search.vectors import (
     FUSED,
     FUSIONS,
@@ -567,45 +566,49 @@ def _rescore(
 
 
 def save_index(index: CatalogIndex, folder: str | os.PathLike) -> str:
-    """Write the index folder, replacing an older one only once the new one is complete."""
+    """Write the index into its folder; `index.json` is the commit point.
+
+    The FAISS parts and the params are written under names of a new generation beside the old
+    ones, then `index.json`, which names them, is replaced atomically (one rename), then the old
+    generation's files are deleted. A kill or a full disk at any step leaves the old index or
+    the new one, complete, and never a folder without an index.
+    """
     import faiss
 
     folder = os.path.abspath(os.fspath(folder))
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(dir=parent, prefix=".tmp-index-")
-    try:
-        files = {}
-        for number, (name, part) in enumerate(index.parts.items()):
-            files[name] = f"part-{number}.faiss"
-            path = os.path.join(work, files[name])
+    os.makedirs(folder, exist_ok=True)
+    generation = int(index.meta.get("generation", 0)) + 1
+    files = {name: f"part-{number}.g{generation}.faiss" for number, name in enumerate(index.parts)}
+    params_file = f"params.g{generation}.npz"
+    for name, part in index.parts.items():
+        with atomic_path(os.path.join(folder, files[name])) as tmp:
             if isinstance(part, faiss.IndexBinary):
-                faiss.write_index_binary(part, path)
+                faiss.write_index_binary(part, tmp)
             else:
-                faiss.write_index(part, path)
-        np.savez(os.path.join(work, PARAMS_FILE), **index.params)
-        meta = {
-            **index.meta,
-            "parts": files,
-            "count": len(index.ids),
-            "ids": index.ids,
-            "labels": index.labels.tolist(),
-            "removed": sorted(index.removed),
-        }
-        with open(os.path.join(work, META_FILE), "w", encoding="utf-8") as out:
-            json.dump(meta, out, ensure_ascii=False)
-        os.chmod(work, folder_mode())
-        old = None
-        if os.path.exists(folder):
-            old = tempfile.mkdtemp(dir=parent, prefix=".old-index-")
-            os.replace(folder, os.path.join(old, "index"))
-        os.replace(work, folder)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+                faiss.write_index(part, tmp)
+    with atomic_path(os.path.join(folder, params_file)) as tmp, open(tmp, "wb") as out:
+        np.savez(out, **index.params)
+    meta = {
+        **index.meta,
+        "generation": generation,
+        "parts": files,
+        "params": params_file,
+        "count": len(index.ids),
+        "ids": index.ids,
+        "labels": index.labels.tolist(),
+        "removed": sorted(index.removed),
+    }
+    write_json(os.path.join(folder, META_FILE), meta, indent=None)
+    index.meta["generation"] = generation
+    remove_unreferenced(folder, keep={META_FILE, params_file, *files.values()})
     return folder
+
+
+def remove_unreferenced(folder: str, *, keep: set[str]) -> None:
+    """Delete what an older generation or an interrupted save left in the index folder."""
+    for name in os.listdir(folder):
+        if name not in keep and (name.startswith(("part-", "params", TEMP_PREFIX))):
+            remove_quietly(os.path.join(folder, name))
 
 
 def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
@@ -631,24 +634,53 @@ def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_index(folder: str | os.PathLike) -> CatalogIndex:
-    """Read an index folder written by `save_index`; IndexFileError says what is wrong and what to do."""
+def load_index(folder: str | os.PathLike, *, attempts: int = 3) -> CatalogIndex:
+    """Read an index folder written by `save_index`; IndexFileError says what is wrong and what to do.
+
+    A writer may commit a new generation (and delete the old one's files) while this reads: the
+    read then starts again from the new `index.json`.
+    """
+    folder = os.fspath(folder)
+    for attempt in range(attempts):
+        generation = read_meta(folder).get("generation")
+        try:
+            return _load_generation(folder)
+        except (IndexFileError, FileNotFoundError):
+            if attempt == attempts - 1 or read_meta(folder).get("generation") == generation:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _load_generation(folder: str) -> CatalogIndex:
     import faiss
 
-    folder = os.fspath(folder)
     meta = read_meta(folder)
     ids, labels = meta.pop("ids"), np.asarray(meta.pop("labels"), dtype=np.int64)
     removed = set(meta.pop("removed", []))
     files = meta.pop("parts")
     meta.pop("count", None)
-    with np.load(os.path.join(folder, PARAMS_FILE), allow_pickle=False) as data:
-        params = {key: data[key] for key in data.files}
+    params_path = os.path.join(folder, meta.pop("params", PARAMS_FILE))
+    try:
+        with np.load(params_path, allow_pickle=False) as data:
+            params = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise IndexFileError(f"cannot read {params_path} ({exc}); rebuild the index with fusion.py") from exc
     parts = {}
     for name, file in files.items():
         path = os.path.join(folder, file)
         if not os.path.exists(path):
             raise IndexFileError(f"index part {path} is missing; rebuild the index with fusion.py")
-        parts[name] = faiss.read_index_binary(path) if meta["kind"] == "binary" else faiss.read_index(path)
+        try:
+            parts[name] = (
+                faiss.read_index_binary(path) if meta["kind"] == "binary" else faiss.read_index(path)
+            )
+        except RuntimeError as exc:  # FAISS's own error for a truncated or foreign file
+            reason = str(exc).strip().splitlines()[-1][:200]
+            raise IndexFileError(
+                f"cannot read index part {path} ({reason}); rebuild the index with fusion.py"
+            ) from exc
         if parts[name].ntotal != len(ids) + len(removed):
             raise IndexFileError(
                 f"index part {path} holds {parts[name].ntotal} items, index.json lists {len(ids)}; "
