@@ -18,7 +18,7 @@ import numpy as np
 
 from simfusion.detect.detection import DEFAULT_DETECTOR, NO_DETECTOR, main_box, make_detector
 from simfusion.io.images import load_image
-from simfusion.io.records import record_path
+from simfusion.io.records import record_path, set_error
 from simfusion.io.stage import batched, map_records
 from simfusion.learn.training import TRAINING_JSON, encode_views, read_json
 from simfusion.views.saliency import compute_views, to_uint8
@@ -179,6 +179,32 @@ class Encoded:
     found: list[dict[str, Any]]
 
 
+def _encode_batch(records, pictures, model_save_path, views, pipeline, stage):
+    """Encode a batch; when one record's image or box cannot be made into views (a box with no
+    area, say), encode the records one by one so only that one gets an `error`."""
+    boxes = [record.get("box") for record in records]
+    try:
+        maps, found = encode_images(
+            pictures, model_save_path=model_save_path, views=views, pipeline=pipeline, boxes=boxes
+        )
+        return records, pictures, maps, found
+    except (ValueError, TypeError) as exc:
+        if len(records) == 1:
+            set_error(records[0], stage, str(exc))
+            return [], [], {}, []
+    kept, kept_pictures, parts, found = [], [], {view: [] for view in views}, []
+    for record, picture in zip(records, pictures, strict=True):
+        one, _, maps, result = _encode_batch([record], [picture], model_save_path, views, pipeline, stage)
+        if one:
+            kept.append(record)
+            kept_pictures.append(picture)
+            found.extend(result)
+            for view in views:
+                parts[view].append(maps[view])
+    joined = {view: np.concatenate(chunks) for view, chunks in parts.items() if chunks}
+    return kept, kept_pictures, joined, found
+
+
 def encode_records(
     records: Sequence[dict[str, Any]],
     *,
@@ -206,11 +232,11 @@ def encode_records(
         good = [record for record in batch if id(record) in loaded]
         if not good:
             continue
-        pictures = [loaded[id(record)] for record in good]
-        boxes = [record.get("box") for record in good]
-        maps, found = encode_images(
-            pictures, model_save_path=model_save_path, views=views, pipeline=pipeline, boxes=boxes
+        good, pictures, maps, found = _encode_batch(
+            good, [loaded[id(record)] for record in good], model_save_path, views, pipeline, stage
         )
+        if not good:
+            continue
         for view in views:
             parts[view].append(maps[view])
         out.records.extend(good)

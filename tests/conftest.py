@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pytest
 
 from simfusion.io.store import store_path, write_store
+from simfusion.search.build import build_catalog_index, index_path
+from simfusion.search.index import save_index
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -54,4 +57,17 @@ def synthetic_store(folder, n=40, *, seed=0, created="2026-01-01T00:00:00+00:00"
         views[view] = (ids, maps, attrs)
     folder.mkdir(parents=True, exist_ok=True)
     write_store(store_path(folder), catalog_records=records, views=views, compression=None)
+    return ids, records, views
+
+
+def synthetic_model(folder, **store_options):
+    """A synthetic store, its index, and a training.json naming its views (no trained encoders)."""
+    ids, records, views = synthetic_store(folder, **store_options)
+    save_index(build_catalog_index(store_path(folder)), index_path(folder))
+    info = {
+        "input_size": [32, 32, 3],
+        "views": {view: {"kind": "autoencoder", "source": view} for view in views},
+    }
+    with open(os.path.join(folder, "training.json"), "w") as out:
+        json.dump(info, out)
     return ids, records, views

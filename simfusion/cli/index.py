@@ -7,6 +7,7 @@ import logging
 import sys
 
 from simfusion.cli.common import configure_logging, positive_int
+from simfusion.io.lock import write_lock
 from simfusion.io.records import (
     RecordError,
     mark_duplicates,
@@ -158,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         except UnknownViewError as exc:
             parser.error(f"--views: {exc}")
-        folder = save_index(index, index_path(args.model_save_path))
+        with write_lock(args.model_save_path):
+            folder = save_index(index, index_path(args.model_save_path))
         print(json.dumps(summary(index, folder), ensure_ascii=False), flush=True)
         return 0
-    except (FileNotFoundError, StoreFormatError, IndexFileError) as exc:
+    except (OSError, StoreFormatError, IndexFileError) as exc:  # missing files, a full disk, a held lock
         log.error("%s", exc)
         return 1
 

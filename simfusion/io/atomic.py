@@ -6,8 +6,10 @@ never half of either; the temporary file is removed on any error."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from simfusion.io.records import to_json
 
 TEMP_PREFIX = ".tmp-"
+MARGIN_BYTES = 2**20
 
 # The process's umask, read once: os.umask can only be read by setting it.
 _UMASK = os.umask(0)
@@ -48,6 +51,23 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         pass
     finally:
         os.close(handle)
+
+
+def ensure_space(folder: str | os.PathLike, needed: int, *, what: str = "the write") -> None:
+    """Raise OSError(ENOSPC) with a clear message unless `folder`'s disk has `needed` bytes free
+    (plus a 1 MiB margin): a write that would fill the disk is refused before it starts, rather
+    than failing half-way inside a native library."""
+    free = shutil.disk_usage(os.fspath(folder)).free
+    if free < needed + MARGIN_BYTES:
+        raise OSError(
+            errno.ENOSPC,
+            f"not enough disk space for {what} in {os.fspath(folder)}: it needs about "
+            f"{_mib(needed + MARGIN_BYTES)}, {_mib(free)} is free; nothing was changed",
+        )
+
+
+def _mib(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB"
 
 
 @contextlib.contextmanager

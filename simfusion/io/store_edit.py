@@ -12,17 +12,22 @@ from typing import Any
 import h5py
 import numpy as np
 
-from simfusion.io.atomic import atomic_path
+from simfusion.io.atomic import atomic_path, ensure_space
 from simfusion.io.records import record_id, record_json
 from simfusion.io.store import STRING_DTYPE, FeatureStore, extend_strings, extend_view, now_iso
 
 log = logging.getLogger(__name__)
 
 
-def _update_copy(path: str, change) -> Any:
+def _update_copy(path: str, change, *, extra_bytes: int = 0) -> Any:
     """Copy the store to a temporary file, apply `change(file)`, rename it over the store."""
     with FeatureStore(path):
         pass  # refuse to change a store of another format
+    ensure_space(
+        os.path.dirname(os.path.abspath(path)),
+        os.path.getsize(path) + extra_bytes,
+        what="the feature store's update",
+    )
     with atomic_path(path) as tmp:
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "r+") as file:
@@ -70,7 +75,7 @@ def append_items(
         extend_strings(file["catalog/ids"], [key for key, _ in new_records])
         extend_strings(file["catalog/records"], [text for _, text in new_records])
 
-    _update_copy(path, change)
+    _update_copy(path, change, extra_bytes=sum(np.asarray(f).nbytes for _, f in views.values()))
 
 
 def append_rows(
@@ -93,6 +98,9 @@ def remove_ids(path: str | os.PathLike, ids: Iterable[str], *, batch_size: int =
     """
     path = os.fspath(path)
     drop = {str(v) for v in ids}
+    ensure_space(
+        os.path.dirname(os.path.abspath(path)), os.path.getsize(path), what="the feature store's update"
+    )
     with FeatureStore(path) as store:
         removed: set[str] = set()
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:

@@ -182,6 +182,19 @@ def reconcile(index: CatalogIndex, store) -> dict[str, list[str]]:
     return {"added": missing, "removed": extra}
 
 
+def repair_index(model_save_path: str | os.PathLike) -> dict[str, list[str]]:
+    """Reconcile the saved index with its store and save it when they disagreed; the caller
+    holds the folder's write lock. Returns what `reconcile` changed."""
+    folder = index_path(model_save_path)
+    with FeatureStore(store_path(model_save_path)) as store:
+        index = load_index(folder)
+        check_store(index, store)
+        changed = reconcile(index, store)
+    if changed["added"] or changed["removed"]:
+        save_index(index, folder)
+    return changed
+
+
 def add_catalog_items(
     model_save_path: str | os.PathLike,
     records: Sequence[dict[str, Any]],

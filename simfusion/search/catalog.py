@@ -27,7 +27,14 @@ from simfusion.io.lock import write_lock
 from simfusion.io.records import record_id, record_path, set_error
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.pipeline import Encoded, Pipeline, encode_images, encode_records, load_pipeline
-from simfusion.search.build import add_catalog_items, check_store, index_path, reconcile, remove_catalog_items
+from simfusion.search.build import (
+    add_catalog_items,
+    check_store,
+    index_path,
+    reconcile,
+    remove_catalog_items,
+    repair_index,
+)
 from simfusion.search.index import CatalogIndex, load_index, search
 from simfusion.search.rules import Rules, apply_rules, field_text, infer_category
 from simfusion.search.vectors import transform
@@ -250,6 +257,7 @@ class Catalog:
         catalog already holds unchanged (a retried add) with `indexed` too; the others (an id held
         with another record, an unreadable image) with an `error`."""
         with write_lock(self.path, timeout=lock_timeout):
+            repair_index(self.path)
             self.reload()
             records = [dict(record) for record in records]
             held = self.records(record_id(r) for r in records if "error" not in r)

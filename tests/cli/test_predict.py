@@ -8,16 +8,15 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, SAMPLE_DATA, synthetic_store
+from conftest import REPO, SAMPLE_DATA, synthetic_model, synthetic_store
 from PIL import Image
 
 from simfusion.cli.index import main as fusion_main
 from simfusion.cli.predict import main
 from simfusion.io.montage import montage_size
 from simfusion.io.store import store_path
-from simfusion.search.build import build_catalog_index, index_path
+from simfusion.search.build import index_path
 from simfusion.search.catalog import Catalog, SearchOptions, ruled
-from simfusion.search.index import save_index
 from simfusion.search.rules import Rules
 
 
@@ -33,19 +32,6 @@ def cli(capsys, caplog, monkeypatch):
         return code, [json.loads(line) for line in out.splitlines() if line.strip()], err + caplog.text
 
     return call
-
-
-def synthetic_model(folder, **store_options):
-    """A synthetic store, its index, and a training.json naming its views (no trained encoders)."""
-    ids, records, views = synthetic_store(folder, **store_options)
-    save_index(build_catalog_index(store_path(folder)), index_path(folder))
-    info = {
-        "input_size": [32, 32, 3],
-        "views": {view: {"kind": "autoencoder", "source": view} for view in views},
-    }
-    with open(os.path.join(folder, "training.json"), "w") as out:
-        json.dump(info, out)
-    return ids, records, views
 
 
 # ---------------------------------------------------------------- ranking and rules (no encoders)
@@ -304,3 +290,53 @@ def test_run_prediction_script(trained, tmp_path):
     # the montage shows the catalog's thumbnails, found in OUT/views beside OUT/model
     array = np.asarray(Image.open(out / "recommendations.png"))
     assert array.std() > 10
+
+
+@pytest.mark.slow
+def test_one_query_with_a_bad_box_fails_alone(trained, cli):
+    image = trained["catalog"][0]["image"]
+    stdin = "\n".join(
+        json.dumps(record)
+        for record in (
+            {"id": "ok", "image": image},
+            {"id": "flat", "image": image, "box": [5, 5, 5, 20]},  # no area
+            {"id": "ok2", "image": image},
+        )
+    )
+    code, out, _ = cli(main, ["--model_save_path", trained["model"], "--base_image_path", SAMPLE_DATA], stdin)
+    assert code == 1 and [record["id"] for record in out] == ["ok", "flat", "ok2"]
+    assert out[0]["results"] and out[2]["results"] and "results" not in out[1]
+    assert out[1]["error"].startswith("predict: ")
+
+
+@pytest.mark.slow
+def test_two_concurrent_adds_keep_both_batches(trained, tmp_path):
+    model = str(shutil.copytree(trained["model"], tmp_path / "model"))
+    held_out = trained["held_out"]
+    batches = [held_out[: len(held_out) // 2], held_out[len(held_out) // 2 :]]
+    adds = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(REPO, "fusion.py"),
+                "--model_save_path",
+                model,
+                "--add",
+                "--base_image_path",
+                SAMPLE_DATA,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in batches
+    ]
+    for add, batch in zip(adds, batches, strict=True):
+        add.stdin.write("\n".join(json.dumps(record) for record in batch))
+        add.stdin.close()
+    for add in adds:
+        assert add.wait(timeout=300) == 0, add.stderr.read()
+    catalog = Catalog.open(model)
+    assert all(record["id"] in catalog for record in held_out)
+    assert len(catalog) == len(trained["catalog"]) + len(held_out)
