@@ -86,12 +86,29 @@ def test_output_path_is_made_from_the_id_and_never_escapes():
 
 def test_output_paths_do_not_collide():
     # issue 15: an absolute path's fallback name met another record's own relative path
-    assert output_relpath({"id": "photo-x", "image": "/x/good.jpg"}) != output_relpath({"image": "photo-x.jpg"})
+    assert output_relpath({"id": "photo-x", "image": "/x/good.jpg"}) != output_relpath(
+        {"image": "photo-x.jpg"}
+    )
     # two crops of one image
     assert output_relpath({"id": "a", "image": "x.jpg", "box": [0, 0, 5, 5]}) != output_relpath(
         {"id": "b", "image": "x.jpg", "box": [5, 5, 9, 9]}
     )
-    ids = ["a/b", "a_b", "a b", "A_b", "a_B", "a.png/x", "a", "a.png", "x" * 300, "x" * 301, "é", "e", "~", "-"]
+    ids = [
+        "a/b",
+        "a_b",
+        "a b",
+        "A_b",
+        "a_B",
+        "a.png/x",
+        "a",
+        "a.png",
+        "x" * 300,
+        "x" * 301,
+        "é",
+        "e",
+        "~",
+        "-",
+    ]
     names = [output_relpath({"id": key, "image": "/i.jpg"}) for key in ids]
     assert len({name.lower() for name in names}) == len(ids)  # unique, even on a case-blind disk
     assert all(len(part.encode()) <= 255 for name in names for part in name.split("/"))
