@@ -40,7 +40,7 @@ def shapes(rng, n, channels=3):
 
 
 def write_catalog(folder, rng, n=16):
-    """Views as the earlier stages write them: <folder>/<view>/<output_relpath(record)>; returns the records."""
+    """Views as the earlier stages write them: <folder>/<view>/<output_relpath>; returns the records."""
     thumbs, edges = shapes(rng, n), shapes(rng, n, channels=1)
     records = []
     for i in range(n):
@@ -198,7 +198,7 @@ def test_split_is_seeded_and_disjoint():
 def test_view_image_path_prefers_the_record_path():
     record = {"id": "x", "image": "a/b.jpg", "edges": "/data/edges/b.png"}
     assert view_image_path(record, "edges", "views") == "/data/edges/b.png"
-    assert view_image_path(record, "saliency", "views") == os.path.join("views", "saliency", "x.png")  # named after the id
+    assert view_image_path(record, "saliency", "views") == os.path.join("views", "saliency", "x.png")
     with pytest.raises(ValueError, match="no `saliency` path"):
         view_image_path(record, "saliency", None)
 
