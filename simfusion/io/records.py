@@ -31,6 +31,7 @@ def parse_records(stream: IO[str] | IO[bytes] | Iterable[str | bytes]) -> Iterat
     with an `error` saying from which line the input was left unread.
     """
     lines = enumerate(_text_lines(stream), 1)
+    first = True
     for number, line in lines:
         if line is None:
             _skip(number, "is not valid UTF-8")
@@ -39,9 +40,11 @@ def parse_records(stream: IO[str] | IO[bytes] | Iterable[str | bytes]) -> Iterat
             line = line.removeprefix(BOM)
         if not line.strip():
             continue
-        if line.lstrip().startswith("[") and _incomplete(line):
+        # only the first line may open an array over many lines; later, a cut line is just bad
+        if first and line.lstrip().startswith("[") and _incomplete(line):
             yield from _parse_array(line, lines, first_line=number)
             return
+        first = False
         yield from _parse_line(line, number)
 
 

@@ -169,6 +169,12 @@ def test_unclosed_array_gives_what_parses_and_an_error_record(caplog):
     assert "line 4" in caplog.text
 
 
+def test_a_later_line_cut_inside_an_array_is_only_that_line(caplog):
+    records = parse('{"id": "a"}\n[{"id": "b"},\n{"id": "c"}\n')
+    assert [r["id"] for r in records] == ["a", "c"]
+    assert "line 2" in caplog.text
+
+
 def test_array_with_garbage_after_it_reports_the_garbage():
     records = parse('[\n {"id": "a"}\n]\n{"id": "b"}\n')
     assert records[0] == {"id": "a"}
