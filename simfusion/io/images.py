@@ -3,52 +3,81 @@
 from __future__ import annotations
 
 import os
+import stat
 import warnings
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from simfusion.io.atomic import atomic_path
 
-# Larger images are refused as likely decompression bombs (PIL's own default is ~89 MP).
+# Larger images are refused as likely decompression bombs. Pillow is told the same cap (its own
+# default is about 89.5 MP), so the README's 100 megapixels is what holds: at most MAX_PIXELS passes.
 MAX_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# A strip longer than this many times its width is refused: a 661-byte 1x200000 PNG would otherwise
+# become a 200000x200000 thumbnail canvas, and no photo of one object is that shape.
+MAX_ASPECT = 100
 
 
 class ImageError(ValueError):
-    """An image that cannot be read: missing, truncated, not an image, or too large."""
+    """An image that cannot be read: missing, not a regular file, truncated, not an image, or too large."""
 
 
 def load_image(path: str | os.PathLike, *, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image as uint8, (H, W, 3) RGB for `channels=3` or (H, W) gray for `channels=1`.
 
     EXIF orientation is applied, transparency is flattened onto white, 16-bit images are scaled
-    to 8 bits. Raises ImageError for anything that is not a readable image.
+    to 8 bits. Raises ImageError for anything that is not a readable image, for a FIFO, device or
+    folder (refused without waiting on it), for more than `max_pixels` pixels
+    and for an aspect ratio over MAX_ASPECT.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels!r}")
-    if not os.path.exists(path):
-        raise ImageError(f"no such file: {os.fspath(path)}")
+    name = os.fspath(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageError(f"image of {width}x{height} pixels is over the limit of {max_pixels}")
+        with warnings.catch_warnings(), _open_regular(name) as stream:
+            # check_size below is the exact cap; Pillow's own check (a warning over MAX_PIXELS,
+            # an error over twice that) would refuse with another message, or not at all
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(stream) as image:
+                check_size(image.size, max_pixels=max_pixels)
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 array = _to_uint8(image, channels)
     except ImageError:
         raise
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        raise ImageError(f"cannot read image {os.fspath(path)}: {exc}") from exc
+    except FileNotFoundError as exc:
+        raise ImageError(f"no such file: {name}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image {name} is over the limit of {max_pixels} pixels: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read image {name}: {exc}") from exc
     return array
+
+
+def check_size(size: tuple[int, int], *, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise ImageError for an image of `size` (width, height) over the pixel cap or too elongated."""
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageError(f"image of {width}x{height} pixels is over the limit of {max_pixels}")
+    if min(width, height) <= 0 or max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"image of {width}x{height} pixels has an aspect ratio over {MAX_ASPECT}:1")
+
+
+def _open_regular(name: str) -> IO[bytes]:
+    """Open a file for reading, refusing anything but a regular file (without blocking on a FIFO)."""
+    fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageError(f"not a regular file: {name}")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _to_uint8(image: Image.Image, channels: int) -> np.ndarray:

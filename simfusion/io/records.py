@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
@@ -18,48 +20,174 @@ class RecordError(ValueError):
     """A record that cannot be processed: becomes its `error`, never a crash."""
 
 
-def parse_records(stream: IO[str]) -> Iterator[dict[str, Any]]:
-    """Yield records from JSON lines or from one JSON array.
+def parse_records(stream: IO[str] | IO[bytes] | Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
+    """Yield records from JSON lines, or from one JSON array spread over several lines.
 
-    A line that is not valid JSON, or not an object, is logged with its line number and skipped.
+    Each line is read on its own (a text stream with a byte buffer, like sys.stdin, is read as bytes,
+    so the locale cannot stop the input). A line holding an array gives the array's objects. A
+    line that is not UTF-8, not JSON, nested deeper than MAX_DEPTH, or not an object is logged
+    with its line number and skipped; the other lines still come out. Input whose first line opens
+    an array without closing it is one array: its items come out, and if it breaks off, a record
+    with an `error` saying from which line the input was left unread.
     """
-    first = ""
-    for first in stream:
-        if first.strip():
-            break
-    else:
-        return
-    if first.lstrip().startswith("["):
-        text = first + stream.read()
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            log.error("input: bad JSON array at line %d: %s", exc.lineno, exc.msg)
-            return
-        for number, item in enumerate(items, 1):
-            if isinstance(item, dict):
-                yield item
-            else:
-                log.error("input: array item %d is not a JSON object; skipped", number)
-        return
-    lines = _chain_first(first, stream)
-    for number, line in enumerate(lines, 1):
+    lines = enumerate(_text_lines(stream), 1)
+    first = True
+    for number, line in lines:
+        if line is None:
+            _skip(number, "is not valid UTF-8")
+            continue
+        if number == 1:
+            line = line.removeprefix(BOM)
         if not line.strip():
             continue
+        # only the first line may open an array over many lines; later, a cut line is just bad
+        if first and line.lstrip().startswith("[") and _incomplete(line):
+            yield from _parse_array(line, lines, first_line=number)
+            return
+        first = False
+        yield from _parse_line(line, number)
+
+
+BOM = "\ufeff"
+# Records are flat; anything deeper is refused before it can exhaust the stack when written back.
+MAX_DEPTH = 64
+
+
+def _text_lines(stream: IO[str] | IO[bytes] | Iterable[str | bytes]) -> Iterator[str | None]:
+    """The stream's lines as text; None for a line that is not UTF-8."""
+    buffer = getattr(stream, "buffer", None)
+    for line in stream if buffer is None else buffer:
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError:
+                yield None
+                continue
+        yield line
+
+
+def _skip(number: int, why: str) -> None:
+    log.error("input: line %d %s; skipped", number, why)
+
+
+def _incomplete(line: str) -> bool:
+    """Whether a line opening an array is only the start of a JSON document spread over lines."""
+    try:
+        json.loads(line)
+    except json.JSONDecodeError as exc:
+        return exc.pos >= len(line.rstrip())  # ran out of input, rather than met a wrong character
+    except (ValueError, RecursionError):
+        return False
+    return False
+
+
+def _parse_line(line: str, number: int) -> Iterator[dict[str, Any]]:
+    try:
+        value = json.loads(line)
+    except RecursionError:
+        _skip(number, "is nested too deeply")
+        return
+    except ValueError as exc:  # JSONDecodeError, or an integer over Python's digit limit
+        _skip(number, f"is not valid JSON ({getattr(exc, 'msg', exc)})")
+        return
+    items = value if isinstance(value, list) else [value]
+    for position, item in enumerate(items, 1):
+        where = f"item {position} " if isinstance(value, list) else ""
+        why = _unusable(item)
+        if why:
+            _skip(number, f"{where}{why}")
+        else:
+            yield item
+
+
+def _unusable(item: Any) -> str | None:
+    """Why a parsed value cannot be a record (None when it can): each one must be written back."""
+    if not isinstance(item, dict):
+        return "is not a JSON object"
+    if _depth(item) > MAX_DEPTH:
+        return f"is nested deeper than {MAX_DEPTH} levels"
+    try:
+        record_json(item).encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds text that is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def _depth(value: Any) -> int:
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                todo.extend((child, depth + 1) for child in value)
+    return deepest
+
+
+def _parse_array(
+    first: str, lines: Iterator[tuple[int, str | None]], *, first_line: int
+) -> Iterator[dict[str, Any]]:
+    """The items of one JSON array; where it breaks off, an error record for the unread rest.
+
+    The array is read up to its first line that is not UTF-8.
+    """
+    text, cut, last = [first], None, first_line
+    for last, line in lines:
+        if line is None:
+            cut = cut or last
+        elif cut is None:
+            text.append(line)
+    if cut is not None:
+        _skip(cut, "is not valid UTF-8: the JSON array is read up to it")
+    yield from _array_items("".join(text), first_line=first_line, last_line=last)
+
+
+def _array_items(text: str, *, first_line: int, last_line: int) -> Iterator[dict[str, Any]]:
+    decoder = json.JSONDecoder()
+    space = re.compile(r"\s*")
+    at = space.match(text).end() + 1  # past "["
+    position = 0
+    while True:
+        at = space.match(text, at).end()
+        if text.startswith("]", at) and position == 0:
+            at += 1
+            break
+        position += 1
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            log.error("input: line %d is not valid JSON (%s); skipped", number, exc.msg)
-            continue
-        if not isinstance(item, dict):
-            log.error("input: line %d is not a JSON object; skipped", number)
-            continue
-        yield item
+            item, at = decoder.raw_decode(text, at)
+        except RecursionError:
+            yield _broken(text, at, first_line, last_line, "an item is nested too deeply")
+            return
+        except ValueError as exc:
+            yield _broken(text, at, first_line, last_line, getattr(exc, "msg", str(exc)))
+            return
+        line = first_line + text.count("\n", 0, at)
+        why = _unusable(item)
+        if why:
+            log.error("input: array item %d (line %d) %s; skipped", position, line, why)
+        else:
+            yield item
+        at = space.match(text, at).end()
+        if text.startswith(",", at):
+            at += 1
+        elif text.startswith("]", at):
+            at += 1
+            break
+        else:
+            yield _broken(text, at, first_line, last_line, "expecting ',' or ']' after an item")
+            return
+    at = space.match(text, at).end()
+    if at < len(text):
+        yield _broken(text, at, first_line, last_line, "more input after the array's closing ']'")
 
 
-def _chain_first(first: str, stream: IO[str]) -> Iterator[str]:
-    yield first
-    yield from stream
+def _broken(text: str, at: int, first_line: int, last_line: int, why: str) -> dict[str, Any]:
+    line = min(first_line + text.count("\n", 0, at), last_line)
+    message = f"JSON array broken at line {line} ({why}); input lines {line}-{last_line} unread"
+    log.error("input: %s", message)
+    return {"error": f"input: {message}", "input_line": line}
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -86,16 +214,30 @@ def record_path(record: dict[str, Any]) -> str:
 
 
 def output_relpath(record: dict[str, Any]) -> str:
-    """Where a stage writes this record's output, relative to its output folder.
+    """Where a stage writes this record's output, relative to its output folder: a name made from the id.
 
-    The record's own relative path, so the next stage finds it with `--base_image_path`; a path
-    that is absolute or climbs out of the base folder falls back to a name made from the id.
+    Ids are unique within a run (`mark_duplicates`), and the name is a function of the id alone,
+    which every stage passes through untouched, so each stage finds the one before's output. An id
+    of lower-case letters, digits, `._-` and `/` (its sub-folders) is kept as it is, plus `.png`;
+    any other id (upper case, other characters, `..`, an absolute path, very long) becomes a
+    cleaned, shortened name plus `~` and a hash of the id. So no two ids share a file, even on a
+    case-blind disk, and no name climbs out of the output folder.
     """
-    rel = os.path.normpath(record_path(record))
-    if os.path.isabs(rel) or rel.startswith(".."):
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in record_id(record))
-        rel = stem + (os.path.splitext(rel)[1] or ".png")
-    return rel
+    key = record_id(record)
+    parts = key.split("/")
+    plain = len(key) <= MAX_PLAIN and all(SAFE_PART.fullmatch(part) for part in parts)
+    # a folder named like a file ("a.png/b") would collide with the record "a"
+    if plain and not any(part.endswith(OUTPUT_SUFFIX) for part in parts[:-1]):
+        return key + OUTPUT_SUFFIX
+    stem = re.sub(r"[^a-z0-9._-]+", "_", key.lower()).strip("._-")[:80] or "record"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{stem}~{digest}{OUTPUT_SUFFIX}"
+
+
+# Stage outputs are PNG whatever the input: lossless, so a thumbnail is not JPEG-compressed twice.
+OUTPUT_SUFFIX = ".png"
+SAFE_PART = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+MAX_PLAIN = 200
 
 
 def set_error(record: dict[str, Any], stage: str, cause: object) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from simfusion.io.images import load_image, save_image, to_channels
-from simfusion.io.records import output_relpath
+from simfusion.io.records import output_relpath, record_path
 from simfusion.io.stage import map_records
 from simfusion.models.hed import FRAME_MARGIN, edge_maps_unframed
 from simfusion.views.thumbnail import FILLS, fill_value
@@ -119,22 +119,24 @@ def edge_maps_hed(
 ) -> list[np.ndarray]:
     """HED edge probabilities, float32 (H, W) in [0, 1], for uint8 images of any mix of sizes.
 
-    Same-sized images go through the network together; each gets a reflected `margin` of pixels
-    that is cropped off again, so the image frame is not drawn as an edge (16 px costs about half
-    again the compute at 128x128; 0 turns it off).
+    Only images of exactly one size go through the network together, so no image is ever padded
+    to a bigger batch member (one long strip would otherwise blow up the whole batch). Each gets a
+    reflected `margin` of pixels that is cropped off again, so the image frame is not drawn as an
+    edge (16 px costs about half again the compute at 128x128; 0 turns it off).
     """
 
     out: list[np.ndarray | None] = [None] * len(images)
-    varied = []
+    sizes: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(images):
         gray = _gray(image)
         if _is_constant(gray):
             out[i] = np.zeros(gray.shape, np.float32)
         else:
-            varied.append(i)
-    maps = edge_maps_unframed([images[i] for i in varied], margin=margin, batch_size=batch_size)
-    for i, values in zip(varied, maps, strict=True):
-        out[i] = values
+            sizes.setdefault(gray.shape, []).append(i)
+    for members in sizes.values():
+        maps = edge_maps_unframed([images[i] for i in members], margin=margin, batch_size=batch_size)
+        for i, values in zip(members, maps, strict=True):
+            out[i] = values
     return out  # type: ignore[return-value]
 
 
@@ -260,6 +262,16 @@ def view_paths(record: dict[str, Any], *, output_path: str, views: Iterable[str]
     return {view: os.path.join(output_path, view, rel) for view in views}
 
 
+def thumbnail_source(record: dict[str, Any], base_path: str) -> str:
+    """The image a record's views are made from, under `base_path` (the thumbnail stage's output folder).
+
+    A record that went through thumbnail.py (it has `thumbnail`) is found under the name that stage
+    gave it, `output_relpath(record)`; any other record is read at its own image path.
+    """
+    rel = output_relpath(record) if "thumbnail" in record else record_path(record)
+    return os.path.join(base_path, rel)
+
+
 def saliency_records(
     records: list[dict[str, Any]],
     *,
@@ -285,9 +297,7 @@ def saliency_records(
         targets = view_paths(record, output_path=output_path, views=views)
         missing = {view: path for view, path in targets.items() if overwrite or not os.path.exists(path)}
         if missing:
-            # the thumbnail stage wrote to output_relpath: the record's own relative path, or a
-            # name made from the id for a path that is absolute or climbs out of its folder
-            image = load_image(os.path.join(base_path, output_relpath(record)), channels=channels)
+            image = load_image(thumbnail_source(record, base_path), channels=channels)
             todo.append((record, missing, image))
         else:
             record.update(targets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -23,22 +24,39 @@ def clip_box(
 ) -> tuple[int, int, int, int]:
     """Grow `box` [x0, y0, x1, y1] by `margin` of its size on every side and clip it to the image.
 
-    Raises ValueError for a box that is not four numbers or has no area inside the image.
+    Raises ValueError for a box that is not four finite numbers or has no area inside the image.
     """
-    if len(box) != 4:
-        raise ValueError(f"a box is [x0, y0, x1, y1], not {list(box)!r}")
-    x0, y0, x1, y1 = (float(v) for v in box)
-    if not (x1 > x0 and y1 > y0):
-        raise ValueError(f"box {list(box)!r} has no area")
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, not {margin}")
+    x0, y0, x1, y1 = check_box(box)
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0, not {margin}")
+    # finite corners can still be too far apart for a float; inf margins clip to the image below
     dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
     height, width = shape[:2]
-    left, top = max(0, int(np.floor(x0 - dx))), max(0, int(np.floor(y0 - dy)))
-    right, bottom = min(width, int(np.ceil(x1 + dx))), min(height, int(np.ceil(y1 + dy)))
+    left, right = _clip(x0 - dx, width, math.floor), _clip(x1 + dx, width, math.ceil)
+    top, bottom = _clip(y0 - dy, height, math.floor), _clip(y1 + dy, height, math.ceil)
     if right <= left or bottom <= top:
         raise ValueError(f"box {list(box)!r} lies outside the {width}x{height} image")
     return left, top, right, bottom
+
+
+def check_box(box: Any) -> tuple[float, float, float, float]:
+    """A box as four finite floats x0 < x1, y0 < y1; ValueError for anything else a record may hold."""
+    numbers = isinstance(box, list | tuple) and all(
+        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
+        for v in box
+    )
+    if not numbers or len(box) != 4:
+        raise ValueError(f"a box is [x0, y0, x1, y1] of four numbers, not {box!r}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1, x1 - x0, y1 - y0)):
+        raise ValueError(f"box {list(box)!r} is not finite")
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"box {list(box)!r} has no area")
+    return x0, y0, x1, y1
+
+
+def _clip(value: float, size: int, rounding) -> int:
+    return int(rounding(min(max(value, 0.0), float(size))))
 
 
 def fill_value(image: np.ndarray, fill: str) -> np.ndarray:
@@ -67,12 +85,7 @@ def pad_to_aspect(image: np.ndarray, aspect: float, *, fill: str = "border") -> 
     target_h = max(height, int(round(width / aspect)))
     if (target_h, target_w) == (height, width):
         return image
-    colour = fill_value(image, fill)
-    out = np.empty((target_h, target_w) + image.shape[2:], dtype=image.dtype)
-    out[...] = colour if image.ndim == 3 else colour[0]
-    top, left = (target_h - height) // 2, (target_w - width) // 2
-    out[top : top + height, left : left + width] = image
-    return out
+    return _pad_to(image, target_h, target_w, fill_value(image, fill))
 
 
 def make_thumbnail(
@@ -96,10 +109,28 @@ def make_thumbnail(
     if box is not None:
         left, top, right, bottom = clip_box(box, image.shape, margin=margin)
         image = image[top:bottom, left:right]
-    image = pad_to_aspect(to_channels(image, channels), width / height, fill=fill)
-    shrinking = image.shape[0] > height
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interpolation)
+    image = to_channels(image, channels)
+    colour = fill_value(image, fill)
+    # shrink (or grow) to fit first, then pad: a long strip never becomes a huge padded canvas
+    scale = min(height / image.shape[0], width / image.shape[1])
+    size = (
+        min(width, max(1, round(image.shape[1] * scale))),
+        min(height, max(1, round(image.shape[0] * scale))),
+    )
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    image = cv2.resize(np.ascontiguousarray(image), size, interpolation=interpolation)
+    return _pad_to(image, height, width, colour)
+
+
+def _pad_to(image: np.ndarray, height: int, width: int, colour: np.ndarray) -> np.ndarray:
+    """`image` centred on a (height, width) canvas of `colour`."""
+    if image.shape[:2] == (height, width):
+        return image
+    out = np.empty((height, width) + image.shape[2:], dtype=image.dtype)
+    out[...] = colour if image.ndim == 3 else colour[0]
+    top, left = (height - image.shape[0]) // 2, (width - image.shape[1]) // 2
+    out[top : top + image.shape[0], left : left + image.shape[1]] = image
+    return out
 
 
 def thumbnail_record(

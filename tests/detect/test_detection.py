@@ -211,7 +211,7 @@ def test_stage_with_a_plug_in_adds_boxes_errors_and_drawings(tmp_path, monkeypat
     assert by_id["gray"]["box"] == [0, 0, 20, 20] and by_id["rgba"]["box"] == [0, 0, 25, 15]
     assert by_id["tiny"]["box"] == [0, 0, 2, 2]
     assert load_image(by_id["rgba"]["detection_image"]).shape == (30, 50, 3)
-    assert by_id["rgba"]["detection_image"] == str(tmp_path / "out" / "sub" / "rgba.png")
+    assert by_id["rgba"]["detection_image"] == str(tmp_path / "out" / "rgba.png")  # named after the id
     assert by_id["bad"]["error"].startswith("object_detection: cannot read image")
     assert by_id["gone"]["error"].startswith("object_detection: no such file")
     assert "no image path" in by_id["nopath"]["error"]

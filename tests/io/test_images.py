@@ -122,3 +122,61 @@ def test_to_channels_converts_both_ways(photo):
     assert gray.shape == (48, 64)
     assert to_channels(gray, 3).shape == (48, 64, 3)
     assert to_channels(gray[:, :, None], 1).shape == (48, 64)
+
+
+# ------------------------------------------------------------------ hostile inputs (issue 15)
+
+
+def png_header(width, height, *, colour_type=0, bit_depth=1):
+    """A PNG that declares a size and holds no pixel data: a few dozen bytes for any size."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_pixel_cap_is_exactly_the_documented_100_megapixels(tmp_path):
+    from simfusion.io.images import MAX_PIXELS
+
+    assert MAX_PIXELS == 100_000_000
+    at, over, pillow_default = tmp_path / "at.png", tmp_path / "over.png", tmp_path / "90mp.png"
+    at.write_bytes(png_header(10_000, 10_000))  # exactly the cap: allowed, then fails for want of data
+    over.write_bytes(png_header(10_001, 10_000))
+    pillow_default.write_bytes(png_header(9_500, 9_500))  # 90.25 MP: over Pillow's own 89.5 MP default
+    with pytest.raises(ImageError, match="over the limit of 100000000"):
+        load_image(over)
+    for path in (at, pillow_default):
+        with pytest.raises(ImageError) as caught:
+            load_image(path)
+        assert "over the limit" not in str(caught.value) and "decompression" not in str(caught.value).lower()
+
+
+@pytest.mark.parametrize("size", [(1, 200_000), (200_000, 1), (1, 10_000), (3, 400)])
+def test_absurd_aspect_ratio_is_refused_before_decoding(tmp_path, size):
+    path = tmp_path / "strip.png"
+    Image.new("L", size, 128).save(path)
+    assert path.stat().st_size < 2000
+    with pytest.raises(ImageError, match="aspect ratio"):
+        load_image(path)
+
+
+def test_long_but_sane_image_loads(tmp_path):
+    path = tmp_path / "panorama.png"
+    Image.new("RGB", (2000, 40), (10, 20, 30)).save(path)
+    assert load_image(path).shape == (40, 2000, 3)
+
+
+def test_fifo_and_folders_are_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # nobody writes to it: opening it for reading would wait forever
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(fifo)
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(tmp_path)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ImageError, match="not a regular file"):
+            load_image("/dev/zero")

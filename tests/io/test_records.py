@@ -1,5 +1,6 @@
 import io
 import json
+import os
 
 import pytest
 
@@ -41,9 +42,23 @@ def test_bad_line_is_reported_with_its_number_and_skipped(caplog):
     assert "line 3" in caplog.text
 
 
-def test_bad_array_is_reported(caplog):
-    assert parse('[{"id": "a"},\n oops]') == []
-    assert "bad JSON array" in caplog.text
+def test_bad_array_gives_its_good_items_and_an_error_record(caplog):
+    records = parse('[{"id": "a"},\n oops]')
+    assert records[0] == {"id": "a"}
+    assert records[1]["error"].startswith("input: JSON array broken at line 2")
+    assert "line 2" in caplog.text
+
+
+def test_first_line_with_a_wrong_character_is_one_bad_line_not_an_array(caplog):
+    records = parse('[1 2]\n{"id": "a"}\n')
+    assert records == [{"id": "a"}]
+    assert "line 1" in caplog.text
+
+
+def test_array_cut_at_a_non_utf8_line(caplog):
+    records = list(parse_records(io.BytesIO(b'[{"id": "a"},\n{"id": "\xe9"},\n{"id": "b"}]\n')))
+    assert records[0] == {"id": "a"}
+    assert "line 2" in records[1]["error"] and "UTF-8" in caplog.text
 
 
 def test_empty_input_gives_no_records():
@@ -60,10 +75,46 @@ def test_ids_and_paths_follow_the_prototype_keys():
         record_path({"id": "a"})
 
 
-def test_output_path_keeps_relative_paths_and_never_escapes():
-    assert output_relpath({"id": "a", "image": "cars/a.jpg"}) == "cars/a.jpg"
-    assert output_relpath({"id": "a/b", "image": "../x.jpg"}) == "a_b.jpg"
-    assert output_relpath({"id": "q", "image": "/abs/q.png"}) == "q.png"
+def test_output_path_is_made_from_the_id_and_never_escapes():
+    assert output_relpath({"id": "a", "image": "cars/a.jpg"}) == "a.png"
+    assert output_relpath({"image": "cars/a.jpg"}) == "cars/a.jpg.png"
+    for record in ({"id": "../x", "image": "x.jpg"}, {"image": "/abs/q.png"}, {"id": "a//b"}, {"id": ".."}):
+        rel = output_relpath(record)
+        assert not os.path.isabs(rel) and ".." not in rel.split("/") and rel == os.path.normpath(rel)
+        assert rel.endswith(".png") and "~" in rel
+
+
+def test_output_paths_do_not_collide():
+    # issue 15: an absolute path's fallback name met another record's own relative path
+    assert output_relpath({"id": "photo-x", "image": "/x/good.jpg"}) != output_relpath(
+        {"image": "photo-x.jpg"}
+    )
+    # two crops of one image
+    assert output_relpath({"id": "a", "image": "x.jpg", "box": [0, 0, 5, 5]}) != output_relpath(
+        {"id": "b", "image": "x.jpg", "box": [5, 5, 9, 9]}
+    )
+    ids = [
+        "a/b",
+        "a_b",
+        "a b",
+        "A_b",
+        "a_B",
+        "a.png/x",
+        "a",
+        "a.png",
+        "x" * 300,
+        "x" * 301,
+        "é",
+        "e",
+        "~",
+        "-",
+    ]
+    names = [output_relpath({"id": key, "image": "/i.jpg"}) for key in ids]
+    assert len({name.lower() for name in names}) == len(ids)  # unique, even on a case-blind disk
+    assert all(len(part.encode()) <= 255 for name in names for part in name.split("/"))
+    # a file never sits where another record needs a folder
+    folders = {"/".join(name.split("/")[:i]) for name in names for i in range(1, name.count("/") + 1)}
+    assert not folders & set(names)
 
 
 def test_duplicates_get_an_error_and_are_not_dropped(caplog):
@@ -91,3 +142,74 @@ def test_write_record_is_one_json_line_and_handles_numpy():
     line = out.getvalue()
     assert line.endswith("\n") and line.count("\n") == 1
     assert json.loads(line) == {"id": "a", "box": [1, 2, 3, 4], "s": 0.5, "error": "stage: boom"}
+
+
+# ------------------------------------------------------------------ input framing (issue 15)
+
+
+def parse_bytes(data):
+    return list(parse_records(io.BytesIO(data)))
+
+
+def test_json_lines_whose_first_line_holds_an_array_are_still_json_lines(caplog):
+    records = parse('[{"id": "a", "image": "a.jpg"}]\n{"id": "b", "image": "b.jpg"}\n[1]\n{"id": "c"}\n')
+    assert [r["id"] for r in records] == ["a", "b", "c"]
+    assert "line 3" in caplog.text
+
+
+def test_one_line_array_document_still_gives_its_items():
+    assert [r["id"] for r in parse('[{"id": "a"}, {"id": "b"}]')] == ["a", "b"]
+
+
+def test_unclosed_array_gives_what_parses_and_an_error_record(caplog):
+    records = parse('[\n {"id": "a", "image": "a.jpg"},\n {"id": "b", "image": "b.jpg"},\n {"id": "c", "im')
+    assert [r.get("id") for r in records] == ["a", "b", None]
+    assert records[2]["error"].startswith("input: ")
+    assert "line 4" in records[2]["error"] and "unread" in records[2]["error"]
+    assert "line 4" in caplog.text
+
+
+def test_a_later_line_cut_inside_an_array_is_only_that_line(caplog):
+    records = parse('{"id": "a"}\n[{"id": "b"},\n{"id": "c"}\n')
+    assert [r["id"] for r in records] == ["a", "c"]
+    assert "line 2" in caplog.text
+
+
+def test_array_with_garbage_after_it_reports_the_garbage():
+    records = parse('[\n {"id": "a"}\n]\n{"id": "b"}\n')
+    assert records[0] == {"id": "a"}
+    assert "line 4" in records[1]["error"]
+
+
+def test_byte_order_mark_keeps_the_first_record():
+    text = '\ufeff{"id": "a", "image": "a.jpg"}\n{"id": "b", "image": "b.jpg"}\n'
+    assert [r["id"] for r in parse(text)] == ["a", "b"]
+    assert [r["id"] for r in parse_bytes(text.encode("utf-8"))] == ["a", "b"]
+    assert [r["id"] for r in parse('\ufeff[{"id": "a"},\n{"id": "b"}]')] == ["a", "b"]
+
+
+def test_deeply_nested_line_is_reported_and_skipped(caplog):
+    deep = "[" * 100_000 + "]" * 100_000
+    nested = '{"id": "x", "v": ' + "[" * 500 + "]" * 500 + "}"
+    records = parse(f'{{"id": "a"}}\n{deep}\n{{"id": "b", "deep": {deep}}}\n{nested}\n{{"id": "c"}}\n')
+    assert [r["id"] for r in records] == ["a", "c"]
+    for number in (2, 3, 4):
+        assert f"line {number}" in caplog.text
+
+
+def test_non_utf8_bytes_skip_only_their_line(caplog):
+    data = b'{"id": "a"}\n{"id": "caf\xe9"}\n\xff\xfe\n{"id": "b"}\n'
+    assert [r["id"] for r in parse_bytes(data)] == ["a", "b"]
+    assert "line 2" in caplog.text and "line 3" in caplog.text and "UTF-8" in caplog.text
+
+
+def test_text_stdin_is_read_as_bytes(caplog):
+    wrapper = io.TextIOWrapper(io.BytesIO(b'{"id": "a"}\n{"id": "\xe9"}\n{"id": "b"}\n'), encoding="utf-8")
+    assert [r["id"] for r in parse_records(wrapper)] == ["a", "b"]
+
+
+def test_unwritable_values_are_refused_at_the_input(caplog):
+    # a lone surrogate cannot be written back as UTF-8; 5000 digits exceed Python's int parsing limit
+    records = parse('{"id": "\\ud800"}\n{"id": "big", "n": ' + "9" * 5000 + '}\n{"id": "b"}\n')
+    assert [r["id"] for r in records] == ["b"]
+    assert "line 1" in caplog.text and "line 2" in caplog.text

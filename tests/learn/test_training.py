@@ -12,6 +12,7 @@ import pytest
 
 from simfusion.cli.train import build_parser, main, parse_views
 from simfusion.io.images import load_image, save_image
+from simfusion.io.records import output_relpath
 from simfusion.io.store import FeatureStore
 from simfusion.learn.training import (
     TooFewImagesError,
@@ -39,16 +40,16 @@ def shapes(rng, n, channels=3):
 
 
 def write_catalog(folder, rng, n=16):
-    """Views as the earlier stages write them: <folder>/<view>/<record's path>; returns the records."""
+    """Views as the earlier stages write them: <folder>/<view>/<output_relpath>; returns the records."""
     thumbs, edges = shapes(rng, n), shapes(rng, n, channels=1)
     records = []
     for i in range(n):
-        rel = f"items/img{i:02d}.png"
-        save_image(folder / "thumbnail" / rel, thumbs[i])
-        save_image(folder / "edges" / rel, edges[i])
-        records.append({"id": f"img{i:02d}", "image": rel, "price": i})
+        record = {"id": f"img{i:02d}", "image": f"items/img{i:02d}.png", "price": i}
+        save_image(folder / "thumbnail" / output_relpath(record), thumbs[i])
+        save_image(folder / "edges" / output_relpath(record), edges[i])
+        records.append(record)
     # one record names its thumbnail's path itself, as thumbnail.py writes it
-    records[0]["thumbnail"] = str(folder / "thumbnail" / records[0]["image"])
+    records[0]["thumbnail"] = str(folder / "thumbnail" / output_relpath(records[0]))
     return records
 
 
@@ -63,7 +64,7 @@ def run_train(argv, records):
 def test_train_writes_models_store_and_records(tmp_path, rng):
     views_dir, model_dir = tmp_path / "views", tmp_path / "model"
     records = write_catalog(views_dir, rng)
-    (views_dir / "edges" / "items" / "img05.png").write_bytes(b"not a png")  # unreadable view image
+    (views_dir / "edges" / output_relpath(records[5])).write_bytes(b"not a png")  # unreadable view image
     records.append({"id": "failed", "image": "items/failed.png", "error": "thumbnail: cannot read image"})
     argv = [
         "--base_image_path",
@@ -197,7 +198,7 @@ def test_split_is_seeded_and_disjoint():
 def test_view_image_path_prefers_the_record_path():
     record = {"id": "x", "image": "a/b.jpg", "edges": "/data/edges/b.png"}
     assert view_image_path(record, "edges", "views") == "/data/edges/b.png"
-    assert view_image_path(record, "saliency", "views") == os.path.join("views", "saliency", "a/b.jpg")
+    assert view_image_path(record, "saliency", "views") == os.path.join("views", "saliency", "x.png")
     with pytest.raises(ValueError, match="no `saliency` path"):
         view_image_path(record, "saliency", None)
 

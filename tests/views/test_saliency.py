@@ -7,6 +7,7 @@ import pytest
 
 from simfusion.cli.views import main
 from simfusion.io.images import load_image, save_image
+from simfusion.io.records import output_relpath
 from simfusion.views.saliency import (
     VIEW_NAMES,
     compute_views,
@@ -72,6 +73,21 @@ def test_hed_constant_and_tiny_images():
     assert [m.shape for m in maps] == [(16, 16), (2, 2), (1, 1)]
     assert not maps[0].any() and not maps[2].any()
     assert all(m.dtype == np.float32 and np.isfinite(m).all() and 0 <= m.min() <= m.max() <= 1 for m in maps)
+
+
+@pytest.mark.slow  # loads TensorFlow and HED (~5 s)
+def test_hed_never_pads_an_image_to_a_bigger_batch_member():
+    # issue 15: a 1x10000 strip in a batch padded every photo to 332x10032 and the kernel killed it
+    small, strip, other = (
+        random_image((40, 64, 3), seed=2),
+        random_image((8, 400, 3), seed=3),
+        square_image(40),
+    )
+    together = edge_maps_hed([small, strip, other, small.copy()])
+    alone = [edge_maps_hed([image])[0] for image in (small, strip, other)]
+    for batched, single in zip(together, alone + [alone[0]], strict=True):
+        assert batched.shape == single.shape
+        np.testing.assert_allclose(batched, single, atol=1e-4)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -220,7 +236,7 @@ def test_cli_writes_views_and_error_records(tmp_path, capsys, monkeypatch):
     for record, rel in ((result[0], "a/one.png"), (result[2], "two.jpg"), (result[4], "three.png")):
         assert "error" not in record
         for view in VIEW_NAMES:
-            assert record[view] == os.path.join(str(out), view, rel)
+            assert record[view] == os.path.join(str(out), view, output_relpath(record))
             assert os.path.exists(record[view])
         thumb = load_image(thumbs / rel)
         saliency = np.asarray(load_image(record["saliency"], channels=1))
@@ -233,15 +249,28 @@ def test_cli_writes_views_and_error_records(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_reads_the_thumbnail_where_the_thumbnail_stage_wrote_it(tmp_path, capsys, monkeypatch):
-    # an absolute image path: thumbnail.py wrote <id>.png (output_relpath), not the absolute path
+    # thumbnail.py named each output after the record's id, whatever its image path
+    from simfusion.views.thumbnail import thumbnail_record
+
     thumbs, out = tmp_path / "thumbs", tmp_path / "views"
-    save_image(thumbs / "x_1.png", square_image(32))
-    record = {"id": "x/1", "image": str(tmp_path / "elsewhere" / "photo.png")}
+    save_image(tmp_path / "x" / "good.png", square_image(48))
+    save_image(tmp_path / "photo-x.png", np.roll(square_image(48), (14, 14), axis=(0, 1)))
+    records = [
+        {"id": "photo-x", "image": str(tmp_path / "x" / "good.png")},
+        {"image": "photo-x.png"},
+        {"id": "crop", "image": "photo-x.png", "box": [0, 0, 10, 10]},
+    ]
+    options = dict(base_path=str(tmp_path), output_path=str(thumbs), height=32, width=32, margin=0.0)
+    records = [thumbnail_record(dict(record), **options) for record in records]
     argv = ["--base_image_path", str(thumbs), "--output_image_path", str(out), "--edges", "canny"]
-    result = run_cli(argv, [record], capsys, monkeypatch)[0]
-    assert "error" not in result
-    assert result["saliency"] == os.path.join(str(out), "saliency", "x_1.png")
-    assert os.path.exists(result["foreground"])
+    result = run_cli(argv, records, capsys, monkeypatch)
+    assert all("error" not in record for record in result)
+    assert len({record["foreground"] for record in result}) == 3
+    for record in result:
+        assert record["saliency"] == os.path.join(str(out), "saliency", output_relpath(record))
+        expected = saliency_map(load_image(record["thumbnail"]))
+        saved = load_image(record["saliency"], channels=1).astype(int)
+        assert np.abs(saved - np.round(expected * 255)).max() <= 1
 
 
 def test_cli_skips_existing_views_unless_overwrite(tmp_path, capsys, monkeypatch):
