@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 
@@ -28,10 +29,24 @@ def load_image(path: str | os.PathLike, *, channels: int = 3, max_pixels: int = 
         raise ValueError(f"channels must be 1 or 3, not {channels!r}")
     if not os.path.exists(path):
         raise ImageError(f"no such file: {os.fspath(path)}")
+    return _read(path, os.fspath(path), channels=channels, max_pixels=max_pixels)
+
+
+def decode_image(data: bytes, *, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file's bytes (an upload) like `load_image`; the format is decided by decoding,
+    never by a name. Raises ImageError for bytes that are not a readable image, or too large."""
+    if not data:
+        raise ImageError("cannot read image: it is empty")
+    return _read(io.BytesIO(data), "upload", channels=channels, max_pixels=max_pixels)
+
+
+def _read(source, name: str, *, channels: int, max_pixels: int) -> np.ndarray:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels!r}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageError(f"image of {width}x{height} pixels is over the limit of {max_pixels}")
@@ -47,7 +62,7 @@ def load_image(path: str | os.PathLike, *, channels: int = 3, max_pixels: int = 
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as exc:
-        raise ImageError(f"cannot read image {os.fspath(path)}: {exc}") from exc
+        raise ImageError(f"cannot read image {name}: {exc}") from exc
     return array
 
 
