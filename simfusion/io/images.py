@@ -62,7 +62,8 @@ def _read(source, name: str, *, channels: int, max_pixels: int) -> np.ndarray:
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as exc:
-        raise ImageError(f"cannot read image {name}: {exc}") from exc
+        cause = str(exc).replace(repr(source), name)  # PIL names a bytes buffer by its repr
+        raise ImageError(f"cannot read image {name}: {cause}") from exc
     return array
 
 
