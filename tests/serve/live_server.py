@@ -52,7 +52,10 @@ def synthetic_model(folder, **store_options):
     """A synthetic store, its index, and a training.json naming its views (no trained encoders)."""
     ids, records, views = synthetic_store(folder, **store_options)
     save_index(build_catalog_index(store_path(folder)), index_path(folder))
-    info = {"input_size": [32, 32, 3], "views": {view: {"kind": "autoencoder", "source": view} for view in views}}
+    info = {
+        "input_size": [32, 32, 3],
+        "views": {view: {"kind": "autoencoder", "source": view} for view in views},
+    }
     with open(os.path.join(folder, "training.json"), "w") as out:
         json.dump(info, out)
     return ids, records, views

@@ -163,7 +163,9 @@ def test_write_endpoints_need_the_key(own_server, model):
     url, folder = own_server
     key = model["ids"][3]
     assert requests.delete(f"{url}/items/{key}", timeout=30).status_code == 401
-    assert requests.delete(f"{url}/items/{key}", headers={"x-api-key": "wrong"}, timeout=30).status_code == 403
+    assert (
+        requests.delete(f"{url}/items/{key}", headers={"x-api-key": "wrong"}, timeout=30).status_code == 403
+    )
     files = {"image": ("a.png", b"abc")}
     assert requests.post(url + "/items", files=files, timeout=30).status_code == 401
     assert requests.get(f"{url}/items/{key}", timeout=30).status_code == 200  # nothing was removed
@@ -197,7 +199,9 @@ def test_searches_during_removals_see_the_catalog_before_or_after(own_server, mo
     for thread in threads:
         thread.start()
     for key in sorted(doomed):
-        assert requests.delete(f"{url}/items/{key}", headers={"x-api-key": KEY}, timeout=60).status_code == 200
+        assert (
+            requests.delete(f"{url}/items/{key}", headers={"x-api-key": KEY}, timeout=60).status_code == 200
+        )
     for thread in threads:
         thread.join()
     assert not failures and len(answers) == 48
@@ -211,7 +215,9 @@ def test_searches_during_removals_see_the_catalog_before_or_after(own_server, mo
 
 
 def test_duplicates_and_metrics(server, model):
-    groups = requests.post(server + "/duplicates", json={"threshold": -1, "max_per_item": 3}, timeout=60).json()
+    groups = requests.post(
+        server + "/duplicates", json={"threshold": -1, "max_per_item": 3}, timeout=60
+    ).json()
     assert groups["threshold"] == -1 and set(groups["duplicates"]) == set(model["ids"])
     assert all(len(found) == 3 for found in groups["duplicates"].values())
     none = requests.post(server + "/duplicates", json={"threshold": 1.0}, timeout=60).json()["duplicates"]

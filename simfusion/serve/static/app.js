@@ -50,6 +50,7 @@ async function search(query) {
     render(query, answer);
   } catch (error) {
     $("status").textContent = "";
+    $("query").replaceChildren();
     $("results").replaceChildren();
     showError(error.message);
   }
@@ -87,7 +88,9 @@ function tile(hit) {
   const fields = document.createElement("div");
   fields.className = "fields";
   fields.textContent = Object.entries(hit)
-    .filter(([key, value]) => !HIDDEN.has(key) && value !== null && typeof value !== "object")
+    // file paths (the views' images) mean nothing to a visitor
+    .filter(([key, value]) => !HIDDEN.has(key) && value !== null && typeof value !== "object" &&
+      !(typeof value === "string" && value.startsWith("/")))
     .map(([key, value]) => `${key}: ${value}`).join(" · ");
   const views = document.createElement("div");
   views.className = "views";
