@@ -27,7 +27,7 @@ def build_parser():
 
     parser = argparse.ArgumentParser(
         prog="serve.py",
-        description="Serve a trained catalog: POST /search (an image upload, or {\"id\": ...}), "
+        description='Serve a trained catalog: POST /search (an image upload, or {"id": ...}), '
         "GET/POST/DELETE /items, POST /duplicates, GET /health, GET /metrics, and a web page at /.",
     )
     parser.add_argument(

@@ -32,7 +32,9 @@ def duplicate_groups(
     `threshold` dropped; row-aligned `ids` and `hits`."""
     out: dict[str, list[list[Any]]] = {}
     for key, ranked in zip(ids, hits, strict=True):
-        out[key] = [[hit["id"], hit["score"]] for hit in ranked if hit["id"] != key and hit["score"] >= threshold]
+        out[key] = [
+            [hit["id"], hit["score"]] for hit in ranked if hit["id"] != key and hit["score"] >= threshold
+        ]
     return out
 
 
@@ -62,8 +64,6 @@ def find_duplicates(
         for start in range(0, len(keys), batch_size):
             chunk = keys[start : start + batch_size]
             maps = {view: store.features(view, store.rows(view, chunk)) for view in views}
-            hits = search(
-                index, catalog.vectors(maps), k=max_per_item + 1, views=views, weights=weights
-            )
+            hits = search(index, catalog.vectors(maps), k=max_per_item + 1, views=views, weights=weights)
             out.update(duplicate_groups(chunk, hits, threshold=threshold))
     return out

@@ -32,7 +32,9 @@ class Metrics:
         )
         self.items = Gauge("simfusion_catalog_items", "Items in the catalog", registry=self.registry)
         self.items.set_function(catalog_size)
-        self.in_flight = Gauge("simfusion_requests_in_flight", "Requests being answered", registry=self.registry)
+        self.in_flight = Gauge(
+            "simfusion_requests_in_flight", "Requests being answered", registry=self.registry
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

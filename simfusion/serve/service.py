@@ -170,7 +170,9 @@ class Service:
             for upload in uploads:
                 record = self._prepare(upload, seen)
                 if "error" not in record:
-                    written[id(record)] = write_bytes(os.path.join(self.uploads, record["image"]), upload.data)
+                    written[id(record)] = write_bytes(
+                        os.path.join(self.uploads, record["image"]), upload.data
+                    )
                 records.append(record)
             try:
                 out = self.catalog.add(records, base_path=self.uploads, stage=STAGE)

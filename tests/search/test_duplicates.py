@@ -1,7 +1,6 @@
 import json
 import os
 
-import numpy as np
 import pytest
 from conftest import synthetic_store
 
