@@ -19,6 +19,8 @@ COMMANDS = {
     "index": ("simfusion.cli.index", "fusion.py", "build the fused index; --add / --remove items"),
     "predict": ("simfusion.cli.predict", "predict.py", "the catalog items most similar to query images"),
     "evaluate": ("simfusion.cli.evaluate", "evaluate.py", "P@k, R@k, mAP@k of views, fusion, baselines"),
+    "serve": ("simfusion.cli.serve", "serve.py", "the search API and web page over HTTP"),
+    "duplicates": ("simfusion.cli.duplicates", "duplicates.py", "near-duplicate groups of the catalog"),
     "sample-data": ("simfusion.cli.sample_data", "make_sample_data.py", "rebuild the sample catalog"),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
@@ -37,7 +38,27 @@ def load_image(path: str | os.PathLike, *, channels: int = 3, max_pixels: int = 
         raise ValueError(f"channels must be 1 or 3, not {channels!r}")
     name = os.fspath(path)
     try:
-        with warnings.catch_warnings(), _open_regular(name) as stream:
+        with _open_regular(name) as stream:
+            return _read(stream, name, channels=channels, max_pixels=max_pixels)
+    except FileNotFoundError as exc:
+        raise ImageError(f"no such file: {name}") from exc
+    except OSError as exc:
+        raise ImageError(f"cannot read image {name}: {exc}") from exc
+
+
+def decode_image(data: bytes, *, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file's bytes (an upload) like `load_image`; the format is decided by decoding,
+    never by a name. Raises ImageError for bytes that are not a readable image, or too large."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels!r}")
+    if not data:
+        raise ImageError("cannot read image: it is empty")
+    return _read(io.BytesIO(data), "upload", channels=channels, max_pixels=max_pixels)
+
+
+def _read(stream: IO[bytes], name: str, *, channels: int, max_pixels: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
             # check_size below is the exact cap; Pillow's own check (a warning over MAX_PIXELS,
             # an error over twice that) would refuse with another message, or not at all
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -45,16 +66,14 @@ def load_image(path: str | os.PathLike, *, channels: int = 3, max_pixels: int = 
                 check_size(image.size, max_pixels=max_pixels)
                 image.load()
                 image = ImageOps.exif_transpose(image)
-                array = _to_uint8(image, channels)
+                return _to_uint8(image, channels)
     except ImageError:
         raise
-    except FileNotFoundError as exc:
-        raise ImageError(f"no such file: {name}") from exc
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image {name} is over the limit of {max_pixels} pixels: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"cannot read image {name}: {exc}") from exc
-    return array
+        cause = str(exc).replace(repr(stream), name)  # Pillow names a bytes buffer by its repr
+        raise ImageError(f"cannot read image {name}: {cause}") from exc
 
 
 def check_size(size: tuple[int, int], *, max_pixels: int = MAX_PIXELS) -> None:

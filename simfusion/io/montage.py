@@ -122,9 +122,8 @@ def save_recommendations(
     return save_image(path, draw_recommendations(rows, tile=tile, columns=columns))
 
 
-def catalog_image(record: Mapping[str, Any], model_save_path: str) -> np.ndarray | None:
-    """A catalog item's picture for the montage: its thumbnail, else its original image, else None."""
-
+def catalog_image_path(record: Mapping[str, Any], model_save_path: str) -> str | None:
+    """Where a catalog item's picture is: its thumbnail, else its original image; None when neither exists."""
     candidates = [record.get("thumbnail"), record.get("image_path")]
     try:
         # the pipeline's layout: OUT/model beside OUT/views/thumbnail/<relative path>
@@ -133,11 +132,20 @@ def catalog_image(record: Mapping[str, Any], model_save_path: str) -> np.ndarray
     except RecordError:
         pass
     for path in candidates:
-        if isinstance(path, str) and path and os.path.exists(path):
-            try:
-                return load_image(path, channels=3)
-            except ImageError as exc:
-                log.warning("montage: %s", exc)
+        if isinstance(path, str) and path and os.path.isfile(path):
+            return path
+    return None
+
+
+def catalog_image(record: Mapping[str, Any], model_save_path: str) -> np.ndarray | None:
+    """A catalog item's picture for the montage: its thumbnail, else its original image, else None."""
+
+    path = catalog_image_path(record, model_save_path)
+    if path is not None:
+        try:
+            return load_image(path, channels=3)
+        except ImageError as exc:
+            log.warning("montage: %s", exc)
     return None
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from simfusion.detect.detection import catalog_detector
 from simfusion.io.lock import write_lock
+from simfusion.io.montage import catalog_image_path
 from simfusion.io.records import record_id, record_path, set_error
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.pipeline import Encoded, Pipeline, encode_images, encode_records, load_pipeline
@@ -297,6 +298,12 @@ class Catalog:
     def _store_views(self) -> list[str]:
         with FeatureStore(store_path(self.path)) as store:
             return store.views
+
+    def image_path(self, key: str) -> str | None:
+        """Where item `key`'s picture is on disk (its thumbnail, else its original image), found from
+        its record and the pipeline's layout; None when the catalog has no such item or picture."""
+        record = self.record(key)
+        return None if record is None else catalog_image_path(record, self.path)
 
 
 def same_item(record: Mapping[str, Any], held: Mapping[str, Any]) -> bool:

@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Near-duplicate groups of a trained catalog (imagededup's find_duplicates shape)."""
+
+import sys
+
+from simfusion.cli.duplicates import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""The HTTP API and the web page over one open catalog (FastAPI; `create_app` builds it).
+
+    POST   /search             multipart `image`, or JSON {"id": ...} (more like this); parameters
+                               top_k, same_category, category_key, filter, exclude_ids, boost, views,
+                               weights, candidates in the query string or the JSON body
+    GET    /items/{id}         the item's record          GET /items/{id}/image   its picture (PNG)
+    POST   /items              multipart: `image` files with a `record` (JSON) each, in order
+    DELETE /items/{id}         remove it
+    POST   /duplicates         JSON {threshold, max_per_item, views, weights}: near-duplicate groups
+    GET    /categories         the catalog's category values (for the page's filter)
+    GET    /health, /metrics   liveness and the catalog's size; Prometheus text
+    GET    /                   the page (static/index.html, static/app.js)
+
+Search answers are predict.py's JSON lines, one object: the query's record plus `results`. Errors
+are JSON {"error": message, "status": code}. The models are loaded once, at start-up; the work
+of a request runs on a thread pool with a time limit, so the event loop keeps answering.
+"""
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from simfusion.io.images import ImageError
+from simfusion.io.records import record_json
+from simfusion.search.duplicates import DEFAULT_THRESHOLD, MAX_PER_ITEM
+from simfusion.search.vectors import UnknownViewError
+from simfusion.serve.limits import MAX_UPLOAD_BYTES, BodyLimit, bearer_or_header, key_problem
+from simfusion.serve.metrics import Metrics, MetricsMiddleware
+from simfusion.serve.params import search_options
+from simfusion.serve.service import Service, Upload
+
+log = logging.getLogger(__name__)
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+REQUEST_TIMEOUT = 60.0  # seconds a request's work may take before it is answered with 504
+READ_TIMEOUT = 60.0  # seconds a client may take to send its request body (408 after)
+MAX_FILES = 64  # images in one POST /items
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+def json_response(value: Any, status: int = 200):
+    from fastapi.responses import Response
+
+    return Response(record_json(value).encode("utf-8"), status_code=status, media_type="application/json")
+
+
+def error_response(status: int, message: str, **extra: Any):
+    return json_response({"error": message, "status": status, **extra}, status)
+
+
+def create_app(
+    service: Service,
+    *,
+    api_key: str | None = None,
+    threads: int = 4,
+    request_timeout: float = REQUEST_TIMEOUT,
+    max_upload: int = MAX_UPLOAD_BYTES,
+    warm: bool = True,
+):
+    """The FastAPI app serving `service`; `api_key` guards the write endpoints when given."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="search")
+    writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+    state: dict[str, Any] = {"image_search": None}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if warm:
+            loop = asyncio.get_running_loop()
+            state["image_search"] = await loop.run_in_executor(pool, service.warm)
+        yield
+        pool.shutdown(wait=False, cancel_futures=True)
+        writer.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="simfusion", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    metrics = Metrics(service.size)
+    app.state.service, app.state.metrics = service, metrics
+
+    async def run(fn: Callable[[], Any], *, executor=pool, timeout: float = request_timeout) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(executor, fn), timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"the request took longer than {timeout:g} s") from None
+
+    async def read_form(request: Request):
+        try:
+            return await asyncio.wait_for(request.form(max_files=MAX_FILES, max_fields=256), READ_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {READ_TIMEOUT:g} s") from None
+
+    async def read_json(request: Request) -> dict[str, Any]:
+        try:
+            body = await asyncio.wait_for(request.body(), READ_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {READ_TIMEOUT:g} s") from None
+        try:
+            value = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"the body is not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "the JSON body must be an object")
+        return value
+
+    def check_key(request: Request) -> None:
+        problem = key_problem(api_key, bearer_or_header(request.headers))
+        if problem:
+            raise ApiError(*problem)
+
+    def options_of(params) -> dict[str, Any]:
+        try:
+            return search_options(params, service.views())
+        except (ValueError, UnknownViewError) as exc:
+            raise ApiError(422, str(exc)) from None
+
+    # ---------------------------------------------------------------------------------- errors
+    @app.exception_handler(ApiError)
+    async def api_error(request, exc: ApiError):
+        return error_response(exc.status, exc.message, **exc.extra)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError):
+        return error_response(422, "; ".join(str(e.get("msg")) for e in exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def crash(request, exc: Exception):
+        log.exception("serve: %s %s failed", request.method, request.url.path)
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    # ---------------------------------------------------------------------------------- search
+    @app.post("/search")
+    async def search(request: Request):
+        kind = request.headers.get("content-type", "")
+        if kind.startswith("multipart/form-data"):
+            form = await read_form(request)
+            upload = form.get("image")
+            if upload is None or isinstance(upload, str):
+                raise ApiError(400, "send the query image as the multipart file field `image`")
+            data = await upload.read()
+            if not data:
+                raise ApiError(400, "the uploaded image is empty")
+            params = _merged(request.query_params, [(k, v) for k, v in form.multi_items() if k != "image"])
+            options = options_of(params)
+            record = {"upload": os.path.basename(upload.filename or "") or "image"}
+            try:
+                answer = await run(lambda: service.search_upload(data, record, options))
+            except ImageError as exc:
+                raise ApiError(415, f"not a readable image: {exc}") from None
+            except ValueError as exc:  # e.g. a view that cannot be computed from a new image
+                raise ApiError(422, str(exc)) from None
+            return json_response(answer)
+        body = await read_json(request)
+        key = body.get("id")
+        if not isinstance(key, str | int) or isinstance(key, bool) or key == "":
+            raise ApiError(400, 'send an image (multipart field `image`) or JSON {"id": "<catalog id>"}')
+        options = options_of(_merged(request.query_params, body))
+        try:
+            return json_response(await run(lambda: service.search_id(str(key), options)))
+        except KeyError:
+            raise ApiError(404, f"no item {key!r} in the catalog") from None
+
+    # ----------------------------------------------------------------------------------- items
+    @app.get("/items/{item_id:path}/image")
+    async def item_image(item_id: str):
+        from fastapi.responses import Response
+
+        data = await run(lambda: service.picture(item_id))
+        if data is None:
+            found = await run(lambda: service.record(item_id))
+            raise ApiError(404, f"no item {item_id!r} in the catalog" if found is None else "no picture")
+        return Response(data, media_type="image/png", headers={"cache-control": "max-age=300"})
+
+    @app.get("/items/{item_id:path}")
+    async def item(item_id: str):
+        record = await run(lambda: service.record(item_id))
+        if record is None:
+            raise ApiError(404, f"no item {item_id!r} in the catalog")
+        return json_response(record)
+
+    @app.post("/items")
+    async def add_items(request: Request):
+        check_key(request)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(415, "send multipart/form-data: `image` files, each with a `record` JSON field")
+        form = await read_form(request)
+        uploads = await _uploads(form)
+        out = await run(lambda: service.add(uploads), executor=writer)
+        added = sum(bool(record.get("indexed")) for record in out)
+        status = 200 if added else 422
+        return json_response({"added": added, "items": service.size(), "records": out}, status)
+
+    @app.delete("/items/{item_id:path}")
+    async def remove_item(request: Request, item_id: str):
+        check_key(request)
+        summary = await run(lambda: service.remove([item_id]), executor=writer)
+        if not summary["removed"]:
+            raise ApiError(404, f"no item {item_id!r} in the catalog")
+        return json_response(summary)
+
+    # ------------------------------------------------------------------------------ catalog-wide
+    @app.post("/duplicates")
+    async def duplicates(request: Request):
+        body = await read_json(request)
+        try:
+            threshold = float(body.get("threshold", DEFAULT_THRESHOLD))
+            most = int(body.get("max_per_item", MAX_PER_ITEM))
+            views = options_of(body)["views"]
+            weights = options_of(body)["weights"]
+        except (TypeError, ValueError) as exc:
+            raise ApiError(422, str(exc)) from None
+
+        def find():
+            return service.duplicates(threshold=threshold, max_per_item=most, views=views, weights=weights)
+
+        try:
+            groups = await run(find, timeout=max(request_timeout, 600.0))
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        return json_response({"threshold": threshold, "duplicates": groups})
+
+    @app.get("/categories")
+    async def categories(key: str = "category"):
+        return json_response({"key": key, "values": await run(lambda: service.categories(key))})
+
+    @app.get("/health")
+    async def health():
+        return json_response(
+            {
+                "status": "ok",
+                "items": service.size(),
+                "views": service.views(),
+                "image_search": state["image_search"] is None,
+                **({"image_search_error": state["image_search"]} if state["image_search"] else {}),
+            }
+        )
+
+    @app.get("/metrics")
+    async def prometheus():
+        from fastapi.responses import Response
+
+        body, kind = metrics.text()
+        return Response(body, media_type=kind)
+
+    _static_routes(app)
+    app.add_middleware(BodyLimit, limit=max_upload)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too
+    return app
+
+
+def _static_routes(app) -> None:
+    from fastapi.responses import FileResponse
+
+    @app.get("/")
+    async def page():
+        return FileResponse(os.path.join(STATIC, "index.html"), media_type="text/html")
+
+    @app.get("/app.js")
+    async def script():
+        return FileResponse(os.path.join(STATIC, "app.js"), media_type="text/javascript")
+
+
+def _merged(query, extra: dict[str, Any] | list[tuple[str, Any]]) -> dict[str, Any]:
+    """Query-string parameters, then those of a JSON body or a form, which win, as {name: value(s)}."""
+    out: dict[str, Any] = {}
+    for key, value in query.multi_items():
+        out.setdefault(key, []).append(value)
+    if isinstance(extra, dict):
+        out.update(extra)
+        return out
+    grouped: dict[str, list[Any]] = {}
+    for key, value in extra:
+        grouped.setdefault(key, []).append(value)
+    out.update(grouped)
+    return out
+
+
+async def _uploads(form) -> list[Upload]:
+    """The `image` files of an add request, each with its `record` JSON (row-aligned)."""
+    files = [value for key, value in form.multi_items() if key == "image" and not isinstance(value, str)]
+    texts = [value for key, value in form.multi_items() if key == "record"]
+    if not files:
+        raise ApiError(400, "send at least one multipart file field `image`")
+    if len(texts) != len(files):
+        raise ApiError(400, f"send one `record` field per image: {len(files)} images, {len(texts)} records")
+    uploads = []
+    for upload, text in zip(files, texts, strict=True):
+        try:
+            record = json.loads(text if isinstance(text, str) else await text.read())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"a `record` field is not JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise ApiError(400, "each `record` field must be a JSON object with an `id`")
+        uploads.append(Upload(record=record, data=await upload.read()))
+    return uploads

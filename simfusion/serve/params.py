@@ -1,0 +1,114 @@
+"""A search request's parameters -> the Catalog's search options, checked like predict.py's flags.
+
+Parameters come from the query string (`?top_k=5&filter=brand=acme&filter=colour=red`) or from a
+JSON body ({"id": ..., "top_k": 5, "filter": {"brand": "acme"}}); both shapes give the same
+options. Anything wrong is a ValueError whose message names the parameter (the app answers 422).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from simfusion.search.catalog import CANDIDATE_FACTOR
+from simfusion.search.rules import CATEGORY_KEY, Rules, parse_boosts, parse_filters, parse_ids
+from simfusion.search.vectors import check_views, parse_weights
+
+MAX_TOP_K = 1000
+DEFAULT_TOP_K = 10
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off", ""}
+
+
+def values(params: Mapping[str, Any], name: str) -> list[Any]:
+    """Every value given for `name`: a repeated query parameter, a JSON list, or one value."""
+    getlist = getattr(params, "getlist", None)
+    if getlist is not None:
+        return list(getlist(name))
+    value = params.get(name)
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def one(params: Mapping[str, Any], name: str) -> Any:
+    found = values(params, name)
+    if len(found) > 1:
+        raise ValueError(f"{name}: give it once, not {len(found)} times")
+    return found[0] if found else None
+
+
+def whole_number(params: Mapping[str, Any], name: str, default: int, *, top: int) -> int:
+    value = one(params, name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not 1 <= number <= top:
+        raise ValueError(f"{name} must be a whole number from 1 to {top}, not {value!r}")
+    return number
+
+
+def flag(params: Mapping[str, Any], name: str) -> bool:
+    value = one(params, name)
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in TRUE | FALSE:
+        return text in TRUE
+    raise ValueError(f"{name} must be true or false, not {value!r}")
+
+
+def texts(params: Mapping[str, Any], name: str) -> list[str]:
+    """A list parameter: repeated, a JSON list, or (for filter and boost) a JSON object."""
+    out = []
+    for value in values(params, name):
+        if isinstance(value, Mapping):
+            out.extend(f"{key}={item}" for key, item in value.items())
+        elif isinstance(value, str | int | float) and not isinstance(value, bool):
+            out.append(str(value))
+        else:
+            raise ValueError(f"{name}: expected text, not {value!r}")
+    return out
+
+
+def joined(params: Mapping[str, Any], name: str) -> str | None:
+    """A comma-separated parameter; a JSON list or object is joined the same way."""
+    parts = []
+    for value in values(params, name):
+        if isinstance(value, Mapping):
+            parts.extend(f"{key}={item}" for key, item in value.items())
+        else:
+            parts.append(str(value))
+    return ",".join(parts) if parts else None
+
+
+def search_options(params: Mapping[str, Any], index_views: Sequence[str]) -> dict[str, Any]:
+    """The keyword options of Catalog.search_images / search_ids for these request parameters."""
+    try:
+        rules = Rules(
+            filters=parse_filters(texts(params, "filter")),
+            exclude_ids=parse_ids(joined(params, "exclude_ids")),
+            boosts=parse_boosts(texts(params, "boost")),
+            same_category=flag(params, "same_category"),
+            category_key=str(one(params, "category_key") or CATEGORY_KEY),
+        )
+    except ValueError as exc:
+        raise ValueError(f"rules: {exc}") from None
+    views_text = joined(params, "views")
+    views = [v.strip() for v in views_text.split(",") if v.strip()] if views_text else list(index_views)
+    check_views(views, index_views, holder="the index")
+    weights_text = joined(params, "weights")
+    try:
+        weights = parse_weights(weights_text, views) if weights_text else None
+    except ValueError as exc:
+        raise ValueError(f"weights: {exc}") from None
+    return {
+        "k": whole_number(params, "top_k", DEFAULT_TOP_K, top=MAX_TOP_K),
+        "rules": rules,
+        "views": views,
+        "weights": weights,
+        "candidates": whole_number(params, "candidates", CANDIDATE_FACTOR, top=100),
+    }

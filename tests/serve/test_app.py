@@ -1,0 +1,237 @@
+"""The HTTP API against a real uvicorn server, on a synthetic catalog (no encoders: search by id)."""
+
+import io
+import json
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import requests
+from live_server import live_server, synthetic_model
+from PIL import Image
+
+from simfusion.io.records import record_json
+from simfusion.search.catalog import Catalog
+from simfusion.search.rules import Rules
+from simfusion.serve.app import create_app
+from simfusion.serve.service import Service
+
+KEY = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("out") / "model"
+    ids, records, _ = synthetic_model(folder, n=40)
+    return {"path": str(folder), "ids": ids, "records": records}
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    """A read-only server of the module's catalog, with an API key."""
+    app = create_app(Service(Catalog.open(model["path"])), api_key=KEY, warm=False)
+    with live_server(app) as url:
+        yield url
+
+
+@pytest.fixture
+def own_server(model, tmp_path):
+    """A server of a private copy of the catalog, for tests that change it."""
+    folder = tmp_path / "out" / "model"
+    shutil.copytree(model["path"], folder)
+    app = create_app(Service(Catalog.open(folder)), api_key=KEY, warm=False)
+    with live_server(app) as url:
+        yield url, str(folder)
+
+
+def expected(model, key, **options):
+    """What the library answers, as the JSON predict.py writes."""
+    [answer] = Catalog.open(model["path"]).search_ids([key], **options)
+    return json.loads(record_json(answer))
+
+
+def test_more_like_this_answers_what_the_catalog_answers(server, model):
+    key = model["ids"][4]
+    got = requests.post(server + "/search?top_k=5", json={"id": key}, timeout=30)
+    assert got.status_code == 200 and got.headers["content-type"] == "application/json"
+    assert got.json() == expected(model, key, k=5)
+    assert key not in [hit["id"] for hit in got.json()["results"]]
+    assert set(got.json()["results"][0]) >= {"id", "score", "scores", "category", "brand"}
+
+
+def test_rules_from_the_query_string_or_the_json_body_are_the_same(server, model):
+    key, other = model["ids"][4], model["ids"][6]
+    rules = Rules(filters={"brand": "acme"}, exclude_ids={other}, same_category=True)
+    want = expected(model, key, k=4, rules=rules)
+    query = f"/search?top_k=4&same_category=true&filter=brand=acme&exclude_ids={other}"
+    by_query = requests.post(server + query, json={"id": key}, timeout=30).json()
+    body = {"id": key, "top_k": 4, "same_category": True, "filter": {"brand": "acme"}, "exclude_ids": [other]}
+    by_body = requests.post(server + "/search", json=body, timeout=30).json()
+    assert by_query == want == by_body
+    assert all(hit["brand"] == "acme" and hit["category"] == want["category"] for hit in want["results"])
+
+    weighted = requests.post(server + "/search?views=thumbnail&top_k=3", json={"id": key}, timeout=30).json()
+    assert weighted == expected(model, key, k=3, views=["thumbnail"])
+    assert set(weighted["results"][0]["scores"]) == {"thumbnail"}
+
+
+def test_items_their_pictures_and_categories(server, model):
+    key = model["ids"][2]
+    assert requests.get(f"{server}/items/{key}", timeout=30).json() == model["records"][2]
+    missing = requests.get(f"{server}/items/nope", timeout=30)
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]
+    # the synthetic records name images that do not exist: no picture, and no path is ever taken from the URL
+    assert requests.get(f"{server}/items/{key}/image", timeout=30).status_code == 404
+    for sneaky in ("..%2F..%2Fetc%2Fpasswd", "../../etc/passwd", "%2Fetc%2Fpasswd"):
+        answer = requests.get(f"{server}/items/{sneaky}/image", timeout=30)
+        assert answer.status_code == 404 and answer.headers["content-type"] == "application/json"
+    categories = requests.get(server + "/categories", timeout=30).json()
+    assert categories["values"] == sorted({record["category"] for record in model["records"]})
+
+
+def test_a_catalog_thumbnail_is_served_from_the_pipeline_layout(model, tmp_path):
+    folder = tmp_path / "out" / "model"
+    shutil.copytree(model["path"], folder)
+    picture = np.zeros((40, 30, 3), np.uint8)
+    picture[:, :, 1] = 200
+    os.makedirs(tmp_path / "out" / "views" / "thumbnail")
+    Image.fromarray(picture).save(tmp_path / "out" / "views" / "thumbnail" / model["records"][0]["image"])
+    with live_server(create_app(Service(Catalog.open(folder)), warm=False)) as url:
+        answer = requests.get(f"{url}/items/{model['ids'][0]}/image", timeout=30)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    served = np.asarray(Image.open(io.BytesIO(answer.content)))
+    assert served.shape == (40, 30, 3) and np.abs(served.astype(int) - picture).max() <= 2
+
+
+def test_bad_requests_get_json_errors_and_the_server_lives_on(server):
+    def post(path="/search", **kwargs):
+        answer = requests.post(server + path, timeout=60, **kwargs)
+        assert answer.headers["content-type"] == "application/json", answer.text[:200]
+        return answer.status_code, answer.json()["error"]
+
+    assert post(files={"image": ("photo.jpg", b"\xff\xd8 not really a jpeg")})[0] == 415
+    assert post(files={"image": ("photo.png", b"")}) == (400, "the uploaded image is empty")
+    assert post(files={"other": ("photo.png", b"abc")})[0] == 400
+    status, error = post(files={"image": ("big.jpg", b"\0" * (20 * 2**20 + 1))})
+    assert status == 413 and "20 MiB" in error
+    assert post(json={"id": "nope"})[0] == 404
+    assert post(json={"nothing": 1})[0] == 400
+    assert post(data=b"{not json", headers={"content-type": "application/json"})[0] == 400
+    assert post("/search?top_k=0", json={"id": "item-001"})[0] == 422
+    assert post("/search?views=colour", json={"id": "item-001"}) == (
+        422,
+        "unknown view(s) colour: the index has edges, thumbnail",
+    )
+    assert post("/search?boost=brand:2", json={"id": "item-001"})[0] == 422
+    assert post("/duplicates", json={"threshold": 2})[0] == 422
+    health = requests.get(server + "/health", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_an_oversized_upload_without_a_length_is_stopped_while_it_streams(server):
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    sent = []
+
+    def body():  # chunked: no Content-Length, so only counting the stream can stop it
+        yield head
+        for _ in range(64):  # 64 MiB offered; the server must answer long before
+            sent.append(1)
+            yield b"\0" * 2**20
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    try:
+        answer = requests.post(
+            server + "/search",
+            data=body(),
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+            timeout=60,
+        )
+        assert answer.status_code == 413
+    except requests.ConnectionError:
+        pass  # the server may close the connection on the rest of the body after answering
+    assert len(sent) < 64
+    assert requests.get(server + "/health", timeout=30).status_code == 200
+
+
+def test_write_endpoints_need_the_key(own_server, model):
+    url, folder = own_server
+    key = model["ids"][3]
+    assert requests.delete(f"{url}/items/{key}", timeout=30).status_code == 401
+    assert (
+        requests.delete(f"{url}/items/{key}", headers={"x-api-key": "wrong"}, timeout=30).status_code == 403
+    )
+    files = {"image": ("a.png", b"abc")}
+    assert requests.post(url + "/items", files=files, timeout=30).status_code == 401
+    assert requests.get(f"{url}/items/{key}", timeout=30).status_code == 200  # nothing was removed
+
+    answer = requests.delete(f"{url}/items/{key}", headers={"authorization": f"Bearer {KEY}"}, timeout=30)
+    assert answer.status_code == 200 and answer.json()["ids"] == [key] and answer.json()["items"] == 39
+    assert requests.get(f"{url}/items/{key}", timeout=30).status_code == 404
+    assert requests.delete(f"{url}/items/{key}", headers={"x-api-key": KEY}, timeout=30).status_code == 404
+    results = requests.post(url + "/search?top_k=38", json={"id": model["ids"][0]}, timeout=30).json()
+    assert key not in [hit["id"] for hit in results["results"]]
+    assert len(Catalog.open(folder)) == 39  # persisted, as fusion.py --remove does
+    assert requests.get(url + "/health", timeout=30).json()["items"] == 39
+
+
+def test_searches_during_removals_see_the_catalog_before_or_after(own_server, model):
+    url, _ = own_server
+    doomed = set(model["ids"][20:30])
+    failures, answers = [], []
+
+    def searcher(start):
+        with requests.Session() as session:
+            for number in range(12):
+                key = model["ids"][(start + number) % 20]
+                answer = session.post(url + "/search?top_k=39", json={"id": key}, timeout=60)
+                if answer.status_code != 200:
+                    failures.append(answer.text)
+                else:
+                    answers.append(answer.json())
+
+    threads = [threading.Thread(target=searcher, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for key in sorted(doomed):
+        assert (
+            requests.delete(f"{url}/items/{key}", headers={"x-api-key": KEY}, timeout=60).status_code == 200
+        )
+    for thread in threads:
+        thread.join()
+    assert not failures and len(answers) == 48
+    order = sorted(doomed)
+    for answer in answers:
+        found = {hit["id"] for hit in answer["results"]}
+        # one whole version of the catalog: the first j removals done, and all its other items found
+        j = len(doomed - found)
+        assert doomed & found == set(order[j:]) and len(found) == 39 - j
+        assert all("category" in hit for hit in answer["results"])  # no hit lost its record
+
+
+def test_duplicates_and_metrics(server, model):
+    groups = requests.post(
+        server + "/duplicates", json={"threshold": -1, "max_per_item": 3}, timeout=60
+    ).json()
+    assert groups["threshold"] == -1 and set(groups["duplicates"]) == set(model["ids"])
+    assert all(len(found) == 3 for found in groups["duplicates"].values())
+    none = requests.post(server + "/duplicates", json={"threshold": 1.0}, timeout=60).json()["duplicates"]
+    assert all(found == [] for found in none.values())
+
+    text = requests.get(server + "/metrics", timeout=30).text
+    assert "simfusion_catalog_items 40.0" in text
+    assert 'simfusion_requests_total{method="POST",route="/duplicates",status="200"}' in text
+    assert 'simfusion_request_seconds_bucket{le="0.1",method="POST",route="/duplicates"}' in text
+
+
+def test_the_page_is_served(server):
+    page = requests.get(server + "/", timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script src="app.js">' in page.text
+    script = requests.get(server + "/app.js", timeout=30)
+    assert script.status_code == 200 and "FormData" in script.text
