@@ -5,7 +5,8 @@ import pytest
 from conftest import synthetic_store
 
 from simfusion.cli.duplicates import main
-from simfusion.io.store import append_items, store_path
+from simfusion.io.store import store_path
+from simfusion.io.store_edit import append_items
 from simfusion.search.build import build_catalog_index, index_path
 from simfusion.search.catalog import Catalog
 from simfusion.search.duplicates import duplicate_groups, find_duplicates

@@ -12,7 +12,7 @@ import requests
 from live_server import live_server, synthetic_model
 from PIL import Image
 
-from simfusion.io.records import record_json
+from simfusion.io.records import output_relpath, record_json
 from simfusion.search.catalog import Catalog
 from simfusion.search.rules import Rules
 from simfusion.serve.app import create_app
@@ -97,7 +97,8 @@ def test_a_catalog_thumbnail_is_served_from_the_pipeline_layout(model, tmp_path)
     picture = np.zeros((40, 30, 3), np.uint8)
     picture[:, :, 1] = 200
     os.makedirs(tmp_path / "out" / "views" / "thumbnail")
-    Image.fromarray(picture).save(tmp_path / "out" / "views" / "thumbnail" / model["records"][0]["image"])
+    name = output_relpath(model["records"][0])  # the name thumbnail.py gives the record's thumbnail
+    Image.fromarray(picture).save(tmp_path / "out" / "views" / "thumbnail" / name)
     with live_server(create_app(Service(Catalog.open(folder)), warm=False)) as url:
         answer = requests.get(f"{url}/items/{model['ids'][0]}/image", timeout=30)
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
