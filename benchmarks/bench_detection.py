@@ -190,7 +190,8 @@ def load_catalog(step: int = 5) -> list[dict]:
 
 def measure(spec: str, cases: list[dict]) -> dict:
     """Run one detector over all `cases` in one call: IoU of its main box with the true box, and speed."""
-    from simfusion.detect.detection import main_box, make_detector
+    from simfusion.detect.boxes import main_box
+    from simfusion.detect.registry import make_detector
 
     detect = make_detector(spec)
     started = time.perf_counter()

@@ -285,7 +285,7 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
     from dataclasses import replace
 
     from simfusion.cli.predict import load_catalog
-    from simfusion.detect.detection import catalog_detector
+    from simfusion.detect.registry import catalog_detector
     from simfusion.pipeline import encode_records, load_pipeline
     from simfusion.search.index import search
     from simfusion.search.vectors import transform

@@ -220,7 +220,7 @@ def bench_model(model: str, repeat: int) -> list[dict]:
     from dataclasses import replace
 
     from simfusion.cli.predict import load_catalog, rank
-    from simfusion.detect.detection import catalog_detector
+    from simfusion.detect.registry import catalog_detector
     from simfusion.pipeline import encode_records, load_pipeline
     from simfusion.search.vectors import transform
 

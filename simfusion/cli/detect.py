@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from simfusion.cli.common import add_image_arguments, add_run_arguments, configure_logging
-from simfusion.detect.detection import DEFAULT_DETECTOR, STAGE, detect_records, make_detector, read_label_map
+from simfusion.detect.plugins import read_label_map
+from simfusion.detect.registry import DEFAULT_DETECTOR, make_detector
+from simfusion.detect.stage import STAGE, detect_records
 from simfusion.io.stage import run_stage
 
 
@@ -17,7 +19,7 @@ def build_parser():
         epilog="Detectors: objectness (default: HED edges + border colour contrast, pretrained, "
         "class-agnostic), saliency (spectral-residual baseline), full (whole image), haar[:face,"
         "cat_face,person,licence_plate], keras:MODEL(.keras|.h5|.tflite) with --label_map, "
-        "python:MODULE:FUNCTION. See simfusion/detection.py for the model contract.",
+        "python:MODULE:FUNCTION. See simfusion/detect/registry.py for the model contract.",
     )
     add_image_arguments(parser)
     parser.add_argument("--detector", default=DEFAULT_DETECTOR, help="detector spec (default: objectness)")

@@ -8,7 +8,7 @@ import os
 import sys
 
 from simfusion.cli.common import configure_logging, positive_int
-from simfusion.detect.detection import catalog_detector
+from simfusion.detect.registry import catalog_detector
 from simfusion.io.records import (
     RecordError,
     mark_duplicates,

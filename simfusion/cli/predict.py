@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from simfusion.cli.common import configure_logging, positive_int
-from simfusion.detect.detection import catalog_detector
+from simfusion.detect.registry import catalog_detector
 from simfusion.io.images import ImageError, load_image
 from simfusion.io.montage import MATCH_COLOUR, OTHER_COLOUR, QUERY_COLOUR, Tile, save_recommendations
 from simfusion.io.records import (
