@@ -55,3 +55,14 @@ def synthetic_store(folder, n=40, *, seed=0, created="2026-01-01T00:00:00+00:00"
     folder.mkdir(parents=True, exist_ok=True)
     write_store(store_path(folder), catalog_records=records, views=views, compression=None)
     return ids, records, views
+
+
+@pytest.fixture(scope="session")
+def coco_models() -> str:
+    """The model cache with the COCO detectors, fetched as CI's set-up does; skips where it cannot."""
+    from simfusion.models.cache import FetchError, fetch_models
+
+    try:
+        return fetch_models()
+    except (FetchError, OSError) as exc:
+        pytest.skip(f"the COCO models could not be fetched: {exc}")

@@ -54,12 +54,17 @@ def filter_detections(
     ]
 
 
-def main_box(detections: Sequence[Detection], width: int, height: int) -> list[int]:
-    """The main object's box: the best-scoring detection (ties: the larger); the whole image if none."""
+def main_detection(detections: Sequence[Detection]) -> Detection | None:
+    """The main object's detection: the best-scoring one (ties: the larger box); None if there is none."""
     if not detections:
-        return [0, 0, int(width), int(height)]
-    best = max(detections, key=lambda d: (float(d["score"]), box_area(d["box"])))
-    return list(best["box"])
+        return None
+    return max(detections, key=lambda d: (float(d["score"]), box_area(d["box"])))
+
+
+def main_box(detections: Sequence[Detection], width: int, height: int) -> list[int]:
+    """The main object's box (`main_detection`); the whole image if there is no detection."""
+    best = main_detection(detections)
+    return [0, 0, int(width), int(height)] if best is None else list(best["box"])
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from simfusion.detect.boxes import Detection, DetectorFn, as_rgb, filter_detections, main_box
+from simfusion.detect.boxes import Detection, DetectorFn, as_rgb, filter_detections, main_box, main_detection
 from simfusion.io.images import load_image, save_image
 from simfusion.io.records import output_relpath, record_path
 from simfusion.io.stage import map_records
@@ -66,6 +66,9 @@ def detect_records(
         kept = filter_detections(detections, labels=labels, min_score=min_score)
         record["detections"] = kept
         record["box"] = main_box(kept, width, height)
+        main = main_detection(kept)
+        if main is not None and main.get("label") is not None:
+            record.setdefault("label", main["label"])  # a record's own `label` is kept
         if not kept:
             why = f" labelled {', '.join(labels)}" if labels else ""
             why += f" scoring >= {min_score}" if min_score > 0 else ""

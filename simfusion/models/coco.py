@@ -197,7 +197,8 @@ def backbone_maps(
     """CenterNet's MobileNetV3 block `layer` (COCO-trained) on uint8 RGB images (N, H, W, 3),
     each resized to `size` x `size` (raw 0-255, as the detector takes them): float32 (N, h, w, c).
 
-    `expanded_conv_5` has stride 16 (8x8x40 at 128 px), `expanded_conv_11` stride 32."""
+    At 128 px: `expanded_conv_2` 32x32x24, `expanded_conv_5` 16x16x32 (stride 8),
+    `expanded_conv_8` 8x8x64, `expanded_conv_11` 8x8x88 (stride 16)."""
     import tensorflow as tf
 
     images = np.asarray(images)
