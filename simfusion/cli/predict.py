@@ -47,6 +47,7 @@ from simfusion.search.rules import (
     parse_boosts,
     parse_filters,
     parse_ids,
+    record_category,
 )
 from simfusion.search.vectors import parse_weights, transform
 
@@ -124,7 +125,7 @@ def rank(
             hits = with_fields(hits, catalog.records)
             category, inferred = None, None
             if rules.same_category:
-                category = field_text(query_records[row].get(rules.category_key))
+                category = record_category(query_records[row], rules.category_key)
                 if category in (None, ""):
                     category = inferred = infer_category(hits, key=rules.category_key, top=top_k)
             effective = rules
