@@ -272,7 +272,8 @@ where its best scores >= threshold, objectness otherwise) at thresholds 0 / 0.2 
 shots (CenterNet's boxes of fashion products, which are not COCO classes, are looser). `auto`
 keeps 0.5. A rule that takes CenterNet's box only where objectness is unsure (its score < 0.5 and
 CenterNet's at least objectness's - 0.1) reached 0.743 / 0.933 on the tuning seeds and 0.778 against
-objectness's 0.772 on seed 2: within noise, so the default stays `objectness`.
+objectness's 0.772 on seed 2 (objectness itself moves by a few thousandths between runs: GrabCut's
+k-means draws from OpenCV's shared random state): within noise, so the default stays `objectness`.
 
 Earlier dead ends (seed 0 only, before the final pipeline): VGG16 block3/4/5 feature contrast with
 the border (HED's backbone) alone 0.41-0.58 and no gain when added; saliency maps alone 0.30-0.36;
