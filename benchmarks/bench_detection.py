@@ -274,6 +274,10 @@ keeps 0.5. A rule that takes CenterNet's box only where objectness is unsure (it
 CenterNet's at least objectness's - 0.1) reached 0.743 / 0.933 on the tuning seeds and 0.778 against
 objectness's 0.772 on seed 2 (objectness itself moves by a few thousandths between runs: GrabCut's
 k-means draws from OpenCV's shared random state): within noise, so the default stays `objectness`.
+On the near-duplicate photos (`bench_near_duplicates.py --seed 0 --size 64 --epochs 5 --detectors
+objectness,auto --no_write`, one run, load average 9) the fused mAP was 0.770 with `auto` against
+0.745 with `objectness` (0.757 in that section's own earlier run: runs differ by about 0.01), the
+thumbnail view's 0.750 against 0.780: no clear gain either way.
 
 Earlier dead ends (seed 0 only, before the final pipeline): VGG16 block3/4/5 feature contrast with
 the border (HED's backbone) alone 0.41-0.58 and no gain when added; saliency maps alone 0.30-0.36;
