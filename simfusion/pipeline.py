@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from simfusion.detect.detection import DEFAULT_DETECTOR, NO_DETECTOR, main_box, make_detector
+from simfusion.detect.boxes import main_box
+from simfusion.detect.registry import DEFAULT_DETECTOR, NO_DETECTOR, make_detector
 from simfusion.io.images import load_image
 from simfusion.io.records import record_path, set_error
 from simfusion.io.stage import batched, map_records
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # How the pipeline made the catalog's images; training.json may override them under "pipeline".
 DEFAULT_PIPELINE = {
-    "detector": None,  # None: simfusion.detect.detection's own default; "none": the whole image
+    "detector": None,  # None: simfusion.detect.registry's own default; "none": the whole image
     "margin": 0.1,
     "fill": "border",
     "saliency_method": "spectral_residual",

@@ -71,3 +71,14 @@ def synthetic_model(folder, **store_options):
     with open(os.path.join(folder, "training.json"), "w") as out:
         json.dump(info, out)
     return ids, records, views
+
+
+@pytest.fixture(scope="session")
+def coco_models() -> str:
+    """The model cache with the COCO detectors, fetched as CI's set-up does; skips where it cannot."""
+    from simfusion.models.cache import FetchError, fetch_models
+
+    try:
+        return fetch_models()
+    except (FetchError, OSError) as exc:
+        pytest.skip(f"the COCO models could not be fetched: {exc}")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import square_image
 
-from simfusion.detect.detection import catalog_detector
+from simfusion.detect.registry import catalog_detector
 from simfusion.pipeline import NO_DETECTOR, Pipeline, detect_boxes, load_pipeline, view_images
 
 

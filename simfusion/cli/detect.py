@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 from simfusion.cli.common import add_image_arguments, add_run_arguments, configure_logging
-from simfusion.detect.detection import DEFAULT_DETECTOR, STAGE, detect_records, make_detector, read_label_map
+from simfusion.detect.plugins import read_label_map
+from simfusion.detect.registry import DEFAULT_DETECTOR, make_detector
+from simfusion.detect.stage import STAGE, detect_records
 from simfusion.io.stage import run_stage
+from simfusion.models.cache import ModelMissing
 
 
 def build_parser():
@@ -14,14 +19,20 @@ def build_parser():
         prog="object_detection.py",
         description="Find the main object of each record's image: adds `detections` and `box` "
         "([x0, y0, x1, y1] in the image's pixels). Records on stdin, enriched records on stdout.",
-        epilog="Detectors: objectness (default: HED edges + border colour contrast, pretrained, "
+        epilog="Detectors: objectness (HED edges + border colour contrast, pretrained, "
         "class-agnostic), saliency (spectral-residual baseline), full (whole image), haar[:face,"
-        "cat_face,person,licence_plate], keras:MODEL(.keras|.h5|.tflite) with --label_map, "
-        "python:MODULE:FUNCTION. See simfusion/detection.py for the model contract.",
+        "cat_face,person,licence_plate], coco[:nanodet] (80 COCO classes, labelled; fetch the model once "
+        "with `python -m simfusion.models.cache fetch`), auto[:THRESHOLD] (a confident COCO box, else "
+        "objectness), keras:MODEL(.keras|.h5|.tflite) with --label_map, "
+        "python:MODULE:FUNCTION. See simfusion/detect/registry.py for the model contract.",
     )
     add_image_arguments(parser)
-    parser.add_argument("--detector", default=DEFAULT_DETECTOR, help="detector spec (default: objectness)")
-    parser.add_argument("--labels", help="comma-separated labels to keep, e.g. face,person")
+    parser.add_argument(
+        "--detector", default=DEFAULT_DETECTOR, help=f"detector spec (default: {DEFAULT_DETECTOR})"
+    )
+    parser.add_argument(
+        "--labels", help="comma-separated labels to keep, e.g. car,truck (coco) or face,person (haar)"
+    )
     parser.add_argument("--min_score", type=float, default=0.0, help="drop detections scoring below this")
     parser.add_argument("--label_map", help="text file of class labels, one per line, for keras: models")
     add_run_arguments(parser, batch_size=16)
@@ -41,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         label_map = read_label_map(args.label_map)
         detector = make_detector(args.detector, label_map=label_map)
+    except ModelMissing as exc:
+        print(f"object_detection.py: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:
         parser.error(f"--detector {args.detector}: {exc}")
     run_stage(

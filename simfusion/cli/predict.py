@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     good = [record for record in records if "error" not in record]
     try:
         encoded = catalog.encode(good, base_path=base, batch_size=args.batch_size, views=views, stage=STAGE)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # a view a new image cannot give; a model not fetched
         log.error("%s: %s", STAGE, exc)
         return 1
     catalog.answer(

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from simfusion import __version__
-from simfusion.detect.detection import catalog_detector
+from simfusion.detect.registry import catalog_detector
 from simfusion.io.atomic import atomic_path, read_json, write_json
 from simfusion.io.images import load_image, to_channels
 from simfusion.io.records import RecordError, output_relpath, record_id, set_error

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from simfusion.detect.detection import catalog_detector
+from simfusion.detect.registry import catalog_detector
 from simfusion.io.lock import write_lock
 from simfusion.io.montage import catalog_image_path
 from simfusion.io.records import record_id, record_path, set_error
@@ -37,7 +37,7 @@ from simfusion.search.build import (
     repair_index,
 )
 from simfusion.search.index import CatalogIndex, load_index, search
-from simfusion.search.rules import Rules, apply_rules, field_text, infer_category
+from simfusion.search.rules import Rules, apply_rules, infer_category, record_category
 from simfusion.search.vectors import transform
 
 log = logging.getLogger(__name__)
@@ -332,7 +332,7 @@ def ruled(
         return hits[:k], None
     category, inferred = None, None
     if rules.same_category:
-        category = field_text(query.get(rules.category_key))
+        category = record_category(query, rules.category_key)
         if category in (None, ""):
             category = inferred = infer_category(hits, key=rules.category_key, top=k)
     if rules.same_category and category in (None, ""):

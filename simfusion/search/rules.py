@@ -14,6 +14,8 @@ from simfusion.io.records import field_text
 
 Hit = dict[str, Any]
 CATEGORY_KEY = "category"
+LABEL_KEY = "label"  # the label object_detection.py gave the record's main object (a COCO class)
+AGNOSTIC_LABELS = ("object",)  # what class-agnostic detectors call everything: no category
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,16 @@ def matches(record: Mapping[str, Any], filters: Mapping[str, str]) -> bool:
     return all(field_text(record.get(key)) == value for key, value in filters.items())
 
 
+def record_category(record: Mapping[str, Any], key: str = CATEGORY_KEY) -> str | None:
+    """A record's category for `same_category`: its `key` field; without one, the label its detector
+    gave its main object (`car`, `cup`, ...; not the class-agnostic `object`); else None."""
+    category = field_text(record.get(key))
+    if category not in (None, ""):
+        return category
+    label = record.get(LABEL_KEY)
+    return label if isinstance(label, str) and label and label not in AGNOSTIC_LABELS else None
+
+
 def boosted(score: float, factor: float) -> float:
     # a factor above 1 must promote even a negative (dissimilar) score, so it divides those
     return score * factor if score >= 0 else score / factor
@@ -89,14 +101,14 @@ def infer_category(hits: Sequence[Hit], *, key: str = CATEGORY_KEY, top: int = 1
     Scores are shifted to be positive (the worst of the voters counts a little), so cosine and
     rrf scores both work; ties go to the category of the better-ranked neighbour.
     """
-    voters = [hit for hit in hits[:top] if field_text(hit.get(key)) not in (None, "")]
+    voters = [hit for hit in hits[:top] if record_category(hit, key) is not None]
     if not voters:
         return None
     low = min(float(hit["score"]) for hit in voters)
     spread = max(float(hit["score"]) for hit in voters) - low
     votes: dict[str, float] = {}
     for hit in voters:
-        name = field_text(hit[key])
+        name = record_category(hit, key)
         votes[name] = votes.get(name, 0.0) + (float(hit["score"]) - low) + 0.1 * spread + 1e-9
     return max(votes, key=votes.__getitem__)  # dicts keep insertion (rank) order, max keeps the first
 
@@ -113,7 +125,7 @@ def apply_rules(hits: Sequence[Hit], rules: Rules, *, category: str | None = Non
             continue
         if not matches(hit, rules.filters):
             continue
-        if rules.same_category and (category is None or field_text(hit.get(rules.category_key)) != category):
+        if rules.same_category and (category is None or record_category(hit, rules.category_key) != category):
             continue
         factor = 1.0
         for boost in rules.boosts:

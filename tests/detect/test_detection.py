@@ -9,15 +9,10 @@ from conftest import REPO, SAMPLE_DATA, square_image
 from PIL import Image
 
 from simfusion.cli.detect import main
-from simfusion.detect.detection import (
-    box_iou,
-    clip_detection_box,
-    detect_objectness,
-    filter_detections,
-    main_box,
-    make_detector,
-    working_copy,
-)
+from simfusion.detect.boxes import box_iou, clip_detection_box, filter_detections, main_box
+from simfusion.detect.objectness import detect_objectness, working_copy
+from simfusion.detect.plugins import read_label_map
+from simfusion.detect.registry import make_detector
 from simfusion.io.images import load_image
 
 
@@ -249,8 +244,6 @@ def test_keras_plug_in_reads_normalised_y_x_boxes(tmp_path):
     path = tmp_path / "detector.keras"
     model.save(path)
     (tmp_path / "labels.txt").write_text("???\nperson\ncar\n")
-    from simfusion.detect.detection import read_label_map
-
     detect = make_detector(f"keras:{path}", label_map=read_label_map(tmp_path / "labels.txt"))
     (found,) = detect([np.zeros((100, 200, 3), np.uint8)])
     assert found[0]["box"] == [40, 10, 180, 50] and found[0]["label"] == "car"
@@ -318,8 +311,6 @@ def test_savedmodel_plug_in_like_the_detection_zoo(tmp_path):
     zoo = Zoo()
     tf.saved_model.save(zoo, str(tmp_path / "saved_model"), signatures={"serving_default": zoo.__call__})
     (tmp_path / "coco.txt").write_text("???\nperson\nbicycle\ncar\n")
-    from simfusion.detect.detection import read_label_map
-
     detect = make_detector(
         f"keras:{tmp_path / 'saved_model'}", label_map=read_label_map(tmp_path / "coco.txt")
     )

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_backbone_maps_shapes_and_content(coco_models, rng):
+    from skimage import data
+
+    from simfusion.models.coco import backbone_maps
+
+    images = np.stack([data.astronaut()[:300, :300], data.chelsea()[:300, :300], data.coffee()[:300, :300]])
+    maps = backbone_maps(images, size=128)
+    assert maps.dtype == np.float32 and maps.shape == (3, 16, 16, 32)
+    assert np.isfinite(maps).all() and maps.std() > 0
+    assert not np.allclose(maps[0], maps[1])
+    # batching does not change a map; a later block is coarser
+    assert np.allclose(backbone_maps(images[1:2], size=128)[0], maps[1], atol=1e-4)
+    assert backbone_maps(images[:1], layer="expanded_conv_11", size=128).shape == (1, 8, 8, 88)
+    with pytest.raises(ValueError, match="uint8"):
+        backbone_maps(images.astype(np.float32))
+    with pytest.raises(ValueError, match="unknown backbone layer"):
+        backbone_maps(images, layer="conv_99")
+
+
+def test_centernet_is_batched_and_answers_in_each_images_pixels(coco_models):
+    import cv2
+    from skimage import data
+
+    from simfusion.models.coco import COCO_LABELS, centernet_detect
+
+    photo = data.astronaut()
+    big = cv2.resize(photo, (1024, 768), interpolation=cv2.INTER_LINEAR)
+    alone = centernet_detect([photo])[0]
+    small, large, again = centernet_detect([photo, big, photo], batch_size=2)
+    assert np.allclose(again.boxes, alone.boxes, atol=1e-2) and np.allclose(
+        again.scores, alone.scores, atol=1e-4
+    )
+    assert COCO_LABELS[alone.classes[0]] == "person" and COCO_LABELS[large.classes[0]] == "person"
+    expected = small.boxes[0] * np.array([2, 1.5, 2, 1.5])
+    assert np.abs(large.boxes[0] - expected).max() < 0.05 * 1024
