@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from simfusion.cli.common import add_image_arguments, add_run_arguments, configure_logging
 from simfusion.detect.detection import DEFAULT_DETECTOR, STAGE, detect_records, make_detector, read_label_map
-from simfusion.io.stage import run_stage
+from simfusion.io.stage import StageCore, run_stage
 
 
 def build_parser():
@@ -43,17 +43,23 @@ def main(argv: list[str] | None = None) -> int:
         detector = make_detector(args.detector, label_map=label_map)
     except (ValueError, OSError) as exc:
         parser.error(f"--detector {args.detector}: {exc}")
+    options = dict(
+        base_path=args.base_image_path,
+        output_path=args.output_image_path,
+        labels=labels,
+        min_score=args.min_score,
+    )
+    if args.distributor == "local":
+        core = StageCore(detect_records, {**options, "detector": detector})
+    else:  # each Ray worker builds its own detector
+        models = {"detector": (make_detector, {"spec": args.detector, "label_map": label_map})}
+        core = StageCore(detect_records, options, models=models, gpu=True)
     run_stage(
-        lambda batch: detect_records(
-            batch,
-            detector=detector,
-            base_path=args.base_image_path,
-            output_path=args.output_image_path,
-            labels=labels,
-            min_score=args.min_score,
-        ),
+        core,
         stage=STAGE,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        distributor=args.distributor,
+        ray_address=args.ray_address,
     )
     return 0
