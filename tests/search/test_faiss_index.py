@@ -127,3 +127,20 @@ def test_build_index_from_a_memory_budget():
     assert "measured_recall" in tight.meta
     hits = search(tight, {view: data[:1] for view, data in vectors.items()}, k=5)[0]
     assert len(hits) == 5
+
+
+def test_fusion_cli_takes_a_memory_budget(tmp_path, capsys):
+    import json
+
+    from conftest import synthetic_store
+
+    from simfusion.cli.index import main
+
+    synthetic_store(tmp_path / "model", n=40)
+    assert main(["--model_save_path", str(tmp_path / "model"), "--max_index_memory", "1G"]) == 0
+    assert load_index(tmp_path / "model" / "index").kind == "exact"
+    assert json.loads(capsys.readouterr().out)["items"] == 40
+    for bad in (["--max_index_memory", "lots"], ["--max_index_memory", "1G", "--index_kind", "hnsw"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--model_save_path", str(tmp_path / "model"), *bad])
+        assert exit_info.value.code == 2
