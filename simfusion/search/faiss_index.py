@@ -52,6 +52,12 @@ def ivf_nlist(n: int) -> int:
     return max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39))
 
 
+def pq_nlist(n: int) -> int:
+    """IVF lists of the PQ kinds: as `ivf_nlist`, but no more than the training sample gives ~39
+    points each (the PQ kinds are for catalogs far larger than the sample)."""
+    return min(ivf_nlist(n), TRAIN_LIMIT // 39)
+
+
 def default_nprobe(nlist: int) -> int:
     """IVF lists searched per query: 4 sqrt(nlist) (about 0.8-0.9 recall@10 on overlapping clusters
     in benchmarks/bench_search.py, where sqrt(nlist) gave only 0.6-0.75)."""
@@ -106,7 +112,7 @@ def _build_ivf(vectors: np.ndarray, options: BuildOptions):
 def _build_ivfpq(vectors: np.ndarray, options: BuildOptions):
     import faiss
 
-    dim, nlist = vectors.shape[1], options.nlist or ivf_nlist(len(vectors))
+    dim, nlist = vectors.shape[1], options.nlist or pq_nlist(len(vectors))
     m = pq_m(dim, options.pq_m)
     index = faiss.IndexIVFPQ(
         faiss.IndexFlatIP(dim), dim, nlist, m, pq_nbits(len(vectors)), faiss.METRIC_INNER_PRODUCT
@@ -117,7 +123,7 @@ def _build_ivfpq(vectors: np.ndarray, options: BuildOptions):
 def _build_opq(vectors: np.ndarray, options: BuildOptions):
     import faiss
 
-    dim, nlist = vectors.shape[1], options.nlist or ivf_nlist(len(vectors))
+    dim, nlist = vectors.shape[1], options.nlist or pq_nlist(len(vectors))
     m = pq_m(dim, options.pq_m)
     ivf = faiss.IndexIVFPQ(
         faiss.IndexFlatIP(dim), dim, nlist, m, pq_nbits(len(vectors)), faiss.METRIC_INNER_PRODUCT
@@ -351,7 +357,7 @@ def _pq_recall(code_bytes: int, dim: int, opq: bool) -> float:
 
 def _candidates(n: int, dim: int) -> list[IndexChoice]:
     """Every kind worth considering for `n` items of `dim` dimensions, best recall first."""
-    nlist = ivf_nlist(n)
+    nlist, coarse = ivf_nlist(n), pq_nlist(n)
     probe_share = default_nprobe(nlist) / nlist
     extra = ID_BYTES + DIRECT_MAP_BYTES
     out = [
@@ -375,16 +381,15 @@ def _candidates(n: int, dim: int) -> list[IndexChoice]:
         m = pq_m(dim, max(1, wanted))
         if any(choice.params.get("pq_m") == m for choice in out):
             continue
-        tables = 256 * 4 * dim + nlist * 4 * dim  # PQ centroids and coarse centroids
-        latency = (
-            n * probe_share * m + nlist * 4 * dim + probe_share * nlist * 256 * m * 4
-        ) / SCAN_BYTES_PER_MS
+        tables = 256 * 4 * dim + coarse * 4 * dim  # PQ centroids and coarse centroids
+        share = default_nprobe(coarse) / coarse
+        latency = (n * share * m + coarse * 4 * dim + share * coarse * 256 * m * 4) / SCAN_BYTES_PER_MS
         for kind in ("opq", "ivfpq"):
             rotation = 4 * dim * dim if kind == "opq" else 0
             out.append(
                 IndexChoice(
                     kind,
-                    {"nlist": nlist, "pq_m": m},
+                    {"nlist": coarse, "pq_m": m},
                     n * (m + extra) + tables + rotation,
                     latency,
                     _pq_recall(m, dim, kind == "opq"),
@@ -442,7 +447,7 @@ def plan_index(
     elif kind == "auto":
         kind = choose_kind(n)
     if kind in ("ivf", "ivfpq", "opq"):
-        nlist = nlist or ivf_nlist(n)
+        nlist = nlist or (ivf_nlist(n) if kind == "ivf" else pq_nlist(n))
         nprobe = nprobe or default_nprobe(nlist)
     return {"kind": kind, "nlist": nlist, "nprobe": nprobe, "pq_m": pq_m, **plan}
 
