@@ -299,7 +299,7 @@ def bench_pq(n: int, dim: int, kinds: list[str], count: int, pq_bytes: int, seed
     for kind in kinds:
         start = time.perf_counter()
         sample = next(vector_chunks(n, dim, seed=seed))[1][:TRAIN_LIMIT]  # chunks are random: a sample
-        index = BUILDERS[kind](sample, BuildOptions(pq_m=pq_bytes, seed=seed))
+        index = BUILDERS[kind](sample, BuildOptions(nlist=pq_nlist(n), pq_m=pq_bytes, seed=seed))
         trained = time.perf_counter() - start
         added = [0.0]
 
