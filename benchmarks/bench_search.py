@@ -291,7 +291,7 @@ def bench_pq(n: int, dim: int, kinds: list[str], count: int, pq_bytes: int, seed
     from faiss.contrib.evaluation import knn_intersection_measure
     from faiss.contrib.exhaustive_search import knn_ground_truth
 
-    from simfusion.search.faiss_index import BUILDERS, TRAIN_LIMIT, BuildOptions, faiss_search
+    from simfusion.search.faiss_index import BUILDERS, TRAIN_LIMIT, BuildOptions, faiss_search, pq_nlist
 
     # queries: new items of the same distribution (the first vectors of a catalog of another seed)
     queries = next(vector_chunks(max(n, count), dim, seed=seed + 1))[1][:count]
