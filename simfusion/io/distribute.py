@@ -85,6 +85,7 @@ def ray_batches(
     batch_size: int,
     address: str | None = None,
     workers: int | None = None,
+    progress: bool = True,
 ) -> Iterator[list[Record]]:
     """Process `records` on Ray and yield them back in input order, in runs as they complete.
 
@@ -101,6 +102,7 @@ def ray_batches(
     start_ray(address)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
+    context.enable_progress_bars = progress
     actors, gpus = pool_size(core, workers)
     log.info("%s on Ray: %d records, %d actors%s", stage, len(items), actors, " with a GPU each" * bool(gpus))
     blocks = max(1, -(-len(items) // batch_size))

@@ -107,7 +107,9 @@ def run_stage(
 
         if not isinstance(core, StageCore):
             raise TypeError("the ray distributor needs a StageCore, which builds its models on the workers")
-        batches = ray_batches(records, core, stage=stage, batch_size=batch_size, address=ray_address)
+        batches = ray_batches(
+            records, core, stage=stage, batch_size=batch_size, address=ray_address, progress=progress
+        )
     else:
         fn = core.build() if isinstance(core, StageCore) else core
         batches = (process_batch(batch, fn, stage) for batch in batched(records, batch_size))
