@@ -97,6 +97,25 @@ def same_files(a: str, b: str) -> bool:
     return True
 
 
+def table(local: dict, ray: dict, startup: dict, images: int) -> list[str]:
+    """Markdown rows: seconds, images/s and ratios per stage and for both stages."""
+    rows = [(stage, local[stage], ray[stage], startup[stage]) for stage in ("thumbnail", "views")]
+    rows.append(
+        ("both", *(sum(run[stage] for stage in ("thumbnail", "views")) for run in (local, ray, startup)))
+    )
+    lines = [
+        "| stage | local s | local img/s | ray (2 workers) s | ray img/s | ray / local | ray start-up s "
+        "| ray / local without start-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for stage, a, b, c in rows:
+        lines.append(
+            f"| {stage} | {a:.1f} | {images / a:.1f} | {b:.1f} | {images / b:.1f} | {a / b:.2f} "
+            f"| {c:.1f} | {f'{a / (b - c):.2f}' if b > c else 'n/a'} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -127,20 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         strip = [json.dumps(r).replace(local["out"], "OUT") for r in local["records"]]
         same_records = strip == [json.dumps(r).replace(ray["out"], "OUT") for r in ray["records"]]
         same = same_files(local["out"], ray["out"]) and same_files(ray["out"], local["out"])
-    rows = [(stage, local[stage], ray[stage], startup[stage]) for stage in ("thumbnail", "views")]
-    rows.append(
-        ("both", *(sum(run[stage] for stage in ("thumbnail", "views")) for run in (local, ray, startup)))
-    )
-    lines = [
-        "| stage | local s | local img/s | ray (2 workers) s | ray img/s | ray / local | ray start-up s "
-        "| ray / local without start-up |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for stage, a, b, c in rows:
-        lines.append(
-            f"| {stage} | {a:.1f} | {args.images / a:.1f} | {b:.1f} | {args.images / b:.1f} | {a / b:.2f} "
-            f"| {c:.1f} | {f'{a / (b - c):.2f}' if b > c else 'n/a'} |"
-        )
+    lines = table(local, ray, startup, args.images)
     section = "\n".join(
         [
             "## ray",

@@ -137,19 +137,8 @@ def build_index(
     `choose_index` (memory budget and `target_latency_ms`). `extra` goes into the meta as is
     (e.g. what the feature store says about its models).
     """
-    if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
-    if kind not in KINDS:
-        raise ValueError(f"index kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    ids = _check_input(vectors_by_view, ids, fusion=fusion, kind=kind)
     views = list(vectors_by_view)
-    if not views:
-        raise ValueError("no views to index")
-    ids = [str(item) for item in ids]
-    if len(set(ids)) != len(ids):
-        raise ValueError("catalog ids must be unique")
-    for view, vectors in vectors_by_view.items():
-        if len(vectors) != len(ids):
-            raise ValueError(f"view {view!r} has {len(vectors)} vectors for {len(ids)} ids")
     weights = {view: float((weights or {}).get(view, 1.0)) for view in views}
     normalize_weights(weights)  # validates
     dims = {view: int(np.asarray(vectors).shape[1]) for view, vectors in vectors_by_view.items()}
@@ -185,6 +174,25 @@ def build_index(
     _check_recall(index, vectors_by_view)
     log.info("indexed %d items: %s fusion of %s, %s index", len(ids), fusion, ", ".join(views), index.kind)
     return index
+
+
+def _check_input(
+    vectors_by_view: Mapping[str, np.ndarray], ids: Sequence[str], *, fusion: str, kind: str
+) -> list[str]:
+    """The ids as strings, once the fusion, kind, views and row counts are known to be good."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
+    if kind not in KINDS:
+        raise ValueError(f"index kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if not vectors_by_view:
+        raise ValueError("no views to index")
+    ids = [str(item) for item in ids]
+    if len(set(ids)) != len(ids):
+        raise ValueError("catalog ids must be unique")
+    for view, vectors in vectors_by_view.items():
+        if len(vectors) != len(ids):
+            raise ValueError(f"view {view!r} has {len(vectors)} vectors for {len(ids)} ids")
+    return ids
 
 
 def _part_pq_m(index: CatalogIndex, name: str) -> int | None:
