@@ -108,14 +108,8 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 def bench_size(n: int, dim: int, count: int, seed: int) -> list[dict]:
     import faiss
 
-    from simfusion.search.index import (
-        brute_force_search,
-        build_faiss_index,
-        build_index,
-        faiss_search,
-        ivf_nlist,
-        search,
-    )
+    from simfusion.search.faiss_index import brute_force_search, ivf_nlist
+    from simfusion.search.index import build_faiss_index, build_index, faiss_search, search
     from simfusion.search.vectors import binary_codes, fit_transform
 
     rows = []
@@ -251,6 +245,141 @@ def bench_model(model: str, repeat: int) -> list[dict]:
     ]
 
 
+PQ_SECTION = "search-pq"
+PQ_CHUNK = 200_000
+
+
+def vector_chunks(n: int, dim: int, *, seed: int, latent: int = 32, separation: float = 0.35):
+    """`clustered`-like unit vectors, made 200k at a time from per-chunk seeds, so 10M of them never
+    sit in memory at once (the same chunks come back on every call)."""
+    from simfusion.search.vectors import l2_normalize
+
+    rng = np.random.default_rng(seed)
+    centres = separation * rng.standard_normal((max(8, int(math.sqrt(n))), dim)).astype(np.float32)
+    basis = (rng.standard_normal((latent, dim)) / math.sqrt(latent)).astype(np.float32)
+    for number, start in enumerate(range(0, n, PQ_CHUNK)):
+        size = min(PQ_CHUNK, n - start)
+        part = np.random.default_rng([seed, number])
+        which = part.integers(len(centres), size=size)
+        spread = part.standard_normal((size, latent), dtype=np.float32) @ basis * 0.6
+        noise = part.standard_normal((size, dim), dtype=np.float32) * 0.05
+        yield start, l2_normalize(centres[which] + spread + noise).astype(np.float32)
+
+
+def bench_pq(n: int, dim: int, kinds: list[str], count: int, pq_bytes: int, seed: int) -> list[dict]:
+    """Train each PQ kind on a sample, add N streamed vectors, time single queries, recall vs exact."""
+    import resource
+
+    import faiss
+    from faiss.contrib.evaluation import knn_intersection_measure
+    from faiss.contrib.exhaustive_search import knn_ground_truth
+
+    from simfusion.search.faiss_index import BUILDERS, TRAIN_LIMIT, BuildOptions, faiss_search, pq_nlist
+
+    # queries: new items of the same distribution (the first vectors of a catalog of another seed)
+    queries = next(vector_chunks(max(n, count), dim, seed=seed + 1))[1][:count]
+    truth, rows = None, []
+    for kind in kinds:
+        start = time.perf_counter()
+        sample = next(vector_chunks(n, dim, seed=seed))[1][:TRAIN_LIMIT]  # chunks are random: a sample
+        index = BUILDERS[kind](sample, BuildOptions(nlist=pq_nlist(n), pq_m=pq_bytes, seed=seed))
+        trained = time.perf_counter() - start
+        added = [0.0]
+
+        def feed(index=index, added=added):
+            for offset, chunk in vector_chunks(n, dim, seed=seed):
+                begin = time.perf_counter()
+                index.add_with_ids(chunk, np.arange(offset, offset + len(chunk), dtype=np.int64))
+                added[0] += time.perf_counter() - begin
+                yield chunk
+
+        if truth is None:  # exact top 10 over the same stream, while it is being added
+            truth = knn_ground_truth(queries, feed(), K, metric_type=faiss.METRIC_INNER_PRODUCT)[1]
+        else:
+            for _ in feed():
+                pass
+        times, found = time_queries(
+            lambda row, index=index: faiss_search(index, queries[row : row + 1], K)[1], count
+        )
+        # what re-ranking 100 candidates with exact vectors would find of the true top 10
+        wide = faiss_search(index, queries, 10 * K)[1]
+        pairs = zip(truth.tolist(), wide.tolist(), strict=True)
+        in_wide = np.mean([len(set(a) & set(b)) / K for a, b in pairs])
+        inner = faiss.downcast_index(index.index) if kind == "opq" else index
+        rows.append(
+            {
+                "n": n,
+                "kind": kind,
+                "params": f"nlist {inner.nlist}, nprobe {inner.nprobe}, {inner.pq.M} x {inner.pq.nbits} bits",
+                "bytes": len(faiss.serialize_index(index)),
+                "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "train": trained,
+                "add": added[0],
+                "p50": float(np.percentile(times, 50)),
+                "recall": float(knn_intersection_measure(truth, found)),
+                "in_wide": float(in_wide),
+            }
+        )
+        log.info("%s", rows[-1])
+        del index
+    return rows
+
+
+def pq_table(rows: list[dict]) -> str:
+    from simfusion.search.faiss_index import format_bytes
+
+    lines = [
+        "| vectors | kind | parameters | index size | peak RSS | train s | add s | p50 ms | recall@10 "
+        "| true top 10 in top 100 |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']:,} | {r['kind']} | {r['params']} | {format_bytes(r['bytes'])} | "
+            f"{format_bytes(r['rss'])} | {r['train']:.0f} | {r['add']:.0f} | {r['p50']:.2f} | "
+            f"{r['recall']:.3f} | {r.get('in_wide', float('nan')):.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def pq_main(args) -> int:
+    import faiss
+
+    load, began = load_average(), time.perf_counter()
+    rows = []
+    for n in [int(v) for v in args.pq_sizes.split(",") if v.strip()]:
+        kinds = [kind for kind in (args.pq_large_kinds if n >= 5e6 else args.pq_kinds).split(",") if kind]
+        rows.extend(bench_pq(n, args.pq_dim, kinds, min(args.queries, n), args.pq_bytes, args.seed))
+    section = "\n".join(
+        [
+            "## search at scale: IVF-PQ and OPQ",
+            "",
+            f"Synthetic clustered unit vectors of dimension {args.pq_dim} (as in `search`), streamed 200k",
+            "at a time so the catalog is never held in memory; each kind is trained on a sample of 100k",
+            "(`simfusion.search.faiss_index.BUILDERS`, hashtable direct map so items can be removed and",
+            "rescored), then every vector is added. Queries are new items of the same distribution, one at a",
+            f"time on {SEARCH_THREADS} thread, default nprobe; recall@10 against the exact top 10",
+            "(`faiss.contrib.exhaustive_search.knn_ground_truth` over the same stream). Index size is",
+            "`faiss.serialize_index`; peak RSS is the whole benchmark process so far (vectors chunks, the",
+            "index, the ground truth). The last column is the share of the true top 10 among the index's",
+            "top 100: what re-ranking 100 candidates with exact vectors (from the feature store) reaches.",
+            f"Machine: {machine()}, SHARED with other engineers' jobs (load average {load} at the start),",
+            f"so times are noisy; FAISS {faiss.__version__}; training and adding on",
+            f"{faiss.omp_get_max_threads()} threads. Date: {today()}.",
+            f"Whole run: {time.perf_counter() - began:.0f} s.",
+            "",
+            pq_table(rows),
+            "",
+            f"Reproduce: `python benchmarks/bench_search.py --pq_sizes {args.pq_sizes} --pq_kinds "
+            f"{args.pq_kinds} --pq_large_kinds {args.pq_large_kinds}` (large: 5M vectors and more)",
+        ]
+    )
+    print(section)
+    if not args.no_write:
+        write_section(PQ_SECTION, section)
+    return 0
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| catalog | method | build s | p50 ms | p95 ms | recall@10 | notes |",
@@ -287,9 +416,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a trained model folder (with index/): also time whole queries")
     parser.add_argument("--model_queries", type=int, default=20)
     parser.add_argument("--no_write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    parser.add_argument("--pq_sizes", help="instead: IVF-PQ / OPQ at these sizes, e.g. 1000000,10000000")
+    parser.add_argument("--pq_kinds", default="ivfpq,opq", help="PQ kinds to build at each --pq_sizes")
+    parser.add_argument("--pq_large_kinds", default="ivfpq", help="kinds built at 5M vectors and more")
+    parser.add_argument("--pq_dim", type=int, default=128)
+    parser.add_argument("--pq_bytes", type=int, default=16, help="PQ code bytes per vector")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if args.pq_sizes:
+        return pq_main(args)
     import faiss
 
     sizes = [int(v) for v in args.sizes.split(",") if v.strip()]

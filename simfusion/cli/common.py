@@ -30,6 +30,26 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 32) 
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
+    add_distributor_arguments(parser)
+
+
+def add_distributor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the batch core runs: this process, or Ray workers (local Ray, or a cluster's address)."""
+    import os
+
+    distributor = os.environ.get("SIMFUSION_DISTRIBUTOR", "local")
+    parser.add_argument(
+        "--distributor",
+        choices=("local", "ray"),
+        default=distributor if distributor in ("local", "ray") else "local",
+        help="local: this process (default; env SIMFUSION_DISTRIBUTOR); ray: Ray Data actors, one "
+        "per CPU or GPU, models built once per worker",
+    )
+    parser.add_argument(
+        "--ray_address",
+        default=os.environ.get("RAY_ADDRESS") or None,
+        help="Ray cluster to join, e.g. ray://head:10001 (env RAY_ADDRESS; default: start a local Ray)",
+    )
 
 
 def positive_int(text: str) -> int:

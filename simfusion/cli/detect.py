@@ -8,7 +8,7 @@ from simfusion.cli.common import add_image_arguments, add_run_arguments, configu
 from simfusion.detect.plugins import read_label_map
 from simfusion.detect.registry import DEFAULT_DETECTOR, make_detector
 from simfusion.detect.stage import STAGE, detect_records
-from simfusion.io.stage import run_stage
+from simfusion.io.stage import StageCore, run_stage
 from simfusion.models.cache import ModelMissing
 
 
@@ -57,17 +57,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (ValueError, OSError) as exc:
         parser.error(f"--detector {args.detector}: {exc}")
+    options = dict(
+        base_path=args.base_image_path,
+        output_path=args.output_image_path,
+        labels=labels,
+        min_score=args.min_score,
+    )
+    if args.distributor == "local":
+        core = StageCore(detect_records, {**options, "detector": detector})
+    else:  # each Ray worker builds its own detector
+        models = {"detector": (make_detector, {"spec": args.detector, "label_map": label_map})}
+        core = StageCore(detect_records, options, models=models, gpu=True)
     run_stage(
-        lambda batch: detect_records(
-            batch,
-            detector=detector,
-            base_path=args.base_image_path,
-            output_path=args.output_image_path,
-            labels=labels,
-            min_score=args.min_score,
-        ),
+        core,
         stage=STAGE,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        distributor=args.distributor,
+        ray_address=args.ray_address,
     )
     return 0

@@ -23,6 +23,7 @@ from simfusion.search.build import (
     summary,
 )
 from simfusion.search.catalog import Catalog
+from simfusion.search.faiss_index import parse_bytes
 from simfusion.search.index import KINDS, IndexFileError, save_index
 from simfusion.search.vectors import FUSIONS, POOLINGS, UnknownViewError, parse_weights
 
@@ -59,9 +60,21 @@ def build_parser():
     )
     parser.add_argument(
         "--index",
+        "--index_kind",
         choices=KINDS,
         default="auto",
-        help="auto: exact below 50k items, HNSW above; binary: Hamming on sign bits",
+        help="auto: exact below 50k items, HNSW above (or chosen by --max_index_memory); ivfpq/opq: "
+        "product-quantised codes trained on a sample; binary: Hamming on sign bits",
+    )
+    parser.add_argument(
+        "--max_index_memory",
+        type=memory_size,
+        help="with --index auto: choose the kind and its parameters to fit this memory, e.g. 4G",
+    )
+    parser.add_argument(
+        "--target_latency_ms",
+        type=float,
+        help="with --max_index_memory: leave out kinds estimated slower than this per query",
     )
     parser.add_argument("--binary", action="store_true", help="same as --index binary")
     parser.add_argument("--nlist", type=positive_int, help="IVF lists (default ~4 sqrt(N))")
@@ -88,6 +101,15 @@ def build_parser():
     return parser
 
 
+def memory_size(text: str) -> int:
+    import argparse
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def read_ids(stream) -> list[str]:
     """Ids on stdin: one per line, bare or as a JSON record with an id."""
 
@@ -112,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     kind = "binary" if args.binary else args.index
+    if args.max_index_memory and kind != "auto":
+        parser.error(f"--max_index_memory chooses the kind: leave out --index {kind}")
     if args.binary and args.index not in ("auto", "binary"):
         parser.error(f"--binary and --index {args.index} disagree: give one of them")
     try:
@@ -156,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 nprobe=args.nprobe,
                 ef_search=args.ef_search,
                 hnsw_m=args.hnsw_m,
+                max_memory=args.max_index_memory,
+                target_latency_ms=args.target_latency_ms,
             )
         except UnknownViewError as exc:
             parser.error(f"--views: {exc}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from simfusion.cli.common import add_image_arguments, add_run_arguments, configure_logging
-from simfusion.io.stage import map_records, run_stage
+from simfusion.io.stage import StageCore, map_records, run_stage
 from simfusion.views.thumbnail import FILLS, STAGE, thumbnail_record
 
 
@@ -48,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         overwrite=args.overwrite,
     )
     run_stage(
-        lambda batch: map_records(batch, STAGE, one),
+        StageCore(map_records, {"stage": STAGE, "fn": one}),
         stage=STAGE,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        distributor=args.distributor,
+        ray_address=args.ray_address,
     )
     return 0

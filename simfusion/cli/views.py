@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from simfusion.cli.common import add_image_arguments, add_run_arguments, configure_logging
-from simfusion.io.stage import run_stage
+from simfusion.io.stage import StageCore, run_stage
 from simfusion.views.saliency import EDGE_METHODS, METHODS, STAGE, VIEW_NAMES, check_views, saliency_records
 from simfusion.views.thumbnail import FILLS
 
@@ -63,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         overwrite=args.overwrite,
     )
     run_stage(
-        lambda batch: saliency_records(batch, **options),
+        StageCore(saliency_records, options, gpu=args.edges == "hed"),
         stage=STAGE,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        distributor=args.distributor,
+        ray_address=args.ray_address,
     )
     return 0

@@ -129,6 +129,8 @@ def build_catalog_index(
     nprobe: int | None = None,
     ef_search: int | None = None,
     hnsw_m: int | None = None,
+    max_memory: int | None = None,
+    target_latency_ms: float | None = None,
 ) -> CatalogIndex:
     """Index the catalog of a feature store (all its views unless `views` names some)."""
 
@@ -151,6 +153,8 @@ def build_catalog_index(
         nprobe=nprobe,
         ef_search=ef_search or EF_SEARCH,
         hnsw_m=hnsw_m or HNSW_M,
+        max_memory=max_memory,
+        target_latency_ms=target_latency_ms,
         extra={"store": signature},
     )
 

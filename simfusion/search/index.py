@@ -5,11 +5,11 @@ concatenation of the views) and, for late and rrf fusion, one index per view. Ca
 from the FAISS indexes; every candidate is then rescored exactly per view from its reconstructed
 vector, so each hit carries its per-view scores whatever the index kind.
 
-Kinds: `exact` (IndexFlatIP), `ivf` (IndexIVFFlat with its own ids and a hashtable direct map, so
-items can be removed and reconstructed), `hnsw` (IndexHNSWFlat; FAISS cannot remove from it, so
-removed items become tombstones skipped at search time and the graph is rebuilt once they are a
-quarter of it), `binary` (sign bits of the centred vectors, exact Hamming search with
-IndexBinaryFlat). Catalog ids (strings) map to int64 labels that are never reused.
+The FAISS kinds themselves (exact, ivf, hnsw, ivfpq, opq, binary), the memory-budget chooser and
+mmap reading live in `simfusion.search.faiss_index`. FAISS cannot remove from HNSW, so removed items
+become tombstones skipped at search time and the graph is rebuilt once they are a quarter of it.
+For the PQ kinds the per-view scores come from the decoded (approximate) vectors. Catalog ids
+(strings) map to int64 labels that are never reused.
 
 Saved as a folder: `index.json` (settings, ids and labels), `params.npz` (the fitted pooling
 normalisation and whitening, no pickle) and one `.faiss` file per part.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,18 @@ import numpy as np
 
 from simfusion import __version__
 from simfusion.io.atomic import TEMP_PREFIX, atomic_path, remove_quietly, write_json
+from simfusion.search.faiss_index import (
+    EF_SEARCH,
+    FAISS_KINDS,
+    HNSW_M,
+    build_faiss_index,
+    faiss_reconstruct,
+    faiss_search,
+    measure_recall,
+    plan_index,
+    read_faiss_index,
+    write_faiss_index,
+)
 from simfusion.search.vectors import (
     FUSED,
     FUSIONS,
@@ -46,161 +57,15 @@ INDEX_FORMAT = "simfusion-index"
 INDEX_FORMAT_VERSION = 1
 META_FILE = "index.json"
 PARAMS_FILE = "params.npz"
-KINDS = ("auto", "exact", "ivf", "hnsw", "binary")
-EXACT_LIMIT = 50_000  # auto: exact search below this many items, HNSW from here on
-HNSW_M = 32
-EF_SEARCH = 64
-EF_CONSTRUCTION = 40
-IVF_TRAIN_LIMIT = 100_000  # k-means on more points costs minutes and gains little
+KINDS = ("auto", *FAISS_KINDS)
 TOMBSTONE_SHARE = 0.25
+RECALL_CHECK_LIMIT = 2 * 10**9  # measure recall after building only while n x dim stays below this
 
 Hit = dict[str, Any]
 
 
 class IndexFileError(ValueError):
     """An index folder that is missing, damaged or from another version: re-run fusion.py."""
-
-
-def choose_kind(n: int) -> str:
-    """The index kind for a catalog of `n` items: exact search while it is cheap, HNSW beyond."""
-    return "exact" if n < EXACT_LIMIT else "hnsw"
-
-
-def ivf_nlist(n: int) -> int:
-    """IVF lists for `n` items: ~4 sqrt(n), with at least ~39 training points per list."""
-    return max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39))
-
-
-def default_nprobe(nlist: int) -> int:
-    """IVF lists searched per query: 4 sqrt(nlist) (about 0.8-0.9 recall@10 on overlapping clusters
-    in benchmarks/bench_search.py, where sqrt(nlist) gave only 0.6-0.75)."""
-    return min(nlist, max(16, 4 * int(round(math.sqrt(nlist)))))
-
-
-# ---------------------------------------------------------------- single FAISS indexes
-
-
-def build_faiss_index(
-    data: np.ndarray,
-    labels: np.ndarray,
-    *,
-    kind: str,
-    nlist: int | None = None,
-    hnsw_m: int = HNSW_M,
-    seed: int = 0,
-):
-    """One FAISS index over `data` (float32 vectors, or packed uint8 codes for `binary`) with `labels`.
-
-    Inner product for float vectors (cosine for unit vectors), Hamming for codes.
-    """
-    import faiss
-
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
-    if kind == "binary":
-        codes = np.ascontiguousarray(data, dtype=np.uint8)
-        index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(codes.shape[1] * 8))
-        index.add_with_ids(codes, labels)
-        return index
-    vectors = np.ascontiguousarray(data, dtype=np.float32)
-    dim = vectors.shape[1]
-    if kind == "exact":
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    elif kind == "hnsw":
-        inner = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        inner.hnsw.efConstruction = EF_CONSTRUCTION
-        index = faiss.IndexIDMap2(inner)
-    elif kind == "ivf":
-        nlist = nlist or ivf_nlist(len(vectors))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        train = vectors
-        if len(vectors) > IVF_TRAIN_LIMIT:
-            pick = np.random.default_rng(seed).choice(len(vectors), IVF_TRAIN_LIMIT, replace=False)
-            train = vectors[np.sort(pick)]
-        index.train(train)
-        # a hashtable direct map lets the IVF reconstruct and remove items by label
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        index.nprobe = default_nprobe(nlist)
-    else:
-        raise ValueError(f"index kind must be one of {', '.join(KINDS[1:])}, not {kind!r}")
-    if len(vectors):
-        index.add_with_ids(vectors, labels)
-    return index
-
-
-def faiss_search(
-    index,
-    queries: np.ndarray,
-    k: int,
-    *,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    exclude: Sequence[int] = (),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Search `k` nearest labels per query: (distances, labels), labels -1 where fewer exist.
-
-    Distances are inner products for float indexes, Hamming distances for binary ones. `exclude`
-    labels are skipped during the search (HNSW tombstones).
-    """
-    import faiss
-
-    if isinstance(index, faiss.IndexBinary):
-        return index.search(np.ascontiguousarray(queries, dtype=np.uint8), k)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
-    selector = (
-        faiss.IDSelectorNot(faiss.IDSelectorBatch(np.asarray(exclude, np.int64))) if len(exclude) else None
-    )
-    if isinstance(inner, faiss.IndexHNSW):
-        params = faiss.SearchParametersHNSW(efSearch=max(ef_search or EF_SEARCH, k))
-        if selector is not None:
-            params.sel = selector
-    elif isinstance(inner, faiss.IndexIVF):
-        params = faiss.SearchParametersIVF(nprobe=min(nprobe or inner.nprobe, inner.nlist))
-        if selector is not None:
-            params.sel = selector
-    else:
-        params = None if selector is None else faiss.SearchParameters(sel=selector)
-    return index.search(queries, k, params=params)
-
-
-def faiss_reconstruct(index, labels: np.ndarray) -> np.ndarray:
-    """The stored vectors (or codes) of `labels`, row-aligned."""
-    import faiss
-
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
-    if isinstance(index, faiss.IndexBinary):
-        out = np.empty((len(labels), index.code_size), dtype=np.uint8)
-        for row, label in enumerate(labels):
-            out[row] = index.reconstruct(int(label))
-        return out
-    if not len(labels):
-        return np.zeros((0, index.d), dtype=np.float32)
-    return index.reconstruct_batch(labels)
-
-
-def faiss_kind(index) -> str:
-    import faiss
-
-    if isinstance(index, faiss.IndexBinary):
-        return "binary"
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
-    if isinstance(inner, faiss.IndexHNSW):
-        return "hnsw"
-    if isinstance(inner, faiss.IndexIVF):
-        return "ivf"
-    return "exact"
-
-
-def brute_force_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product search in numpy: (scores, rows) best first, for comparison with FAISS."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    scores = np.asarray(queries, dtype=np.float32) @ vectors.T
-    k = min(k, vectors.shape[0])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-part, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(top, order, axis=1)
 
 
 # ---------------------------------------------------------------- the catalog index
@@ -268,32 +133,23 @@ def build_index(
     nprobe: int | None = None,
     ef_search: int = EF_SEARCH,
     hnsw_m: int = HNSW_M,
+    pq_m: int | None = None,
+    max_memory: int | None = None,
+    target_latency_ms: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> CatalogIndex:
     """Index catalog vectors (already pooled and transformed by `fusion.fit_transform`).
 
-    `extra` goes into the meta as is (e.g. what the feature store says about its models).
+    With `kind="auto"` and `max_memory` (bytes), the kind and its parameters come from
+    `choose_index` (memory budget and `target_latency_ms`). `extra` goes into the meta as is
+    (e.g. what the feature store says about its models).
     """
-    if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
-    if kind not in KINDS:
-        raise ValueError(f"index kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    ids = _check_input(vectors_by_view, ids, fusion=fusion, kind=kind)
     views = list(vectors_by_view)
-    if not views:
-        raise ValueError("no views to index")
-    ids = [str(item) for item in ids]
-    if len(set(ids)) != len(ids):
-        raise ValueError("catalog ids must be unique")
-    for view, vectors in vectors_by_view.items():
-        if len(vectors) != len(ids):
-            raise ValueError(f"view {view!r} has {len(vectors)} vectors for {len(ids)} ids")
     weights = {view: float((weights or {}).get(view, 1.0)) for view in views}
     normalize_weights(weights)  # validates
-    kind = choose_kind(len(ids)) if kind == "auto" else kind
     dims = {view: int(np.asarray(vectors).shape[1]) for view, vectors in vectors_by_view.items()}
-    if kind == "ivf":
-        nlist = nlist or ivf_nlist(len(ids))
-        nprobe = nprobe or default_nprobe(nlist)
+    plan = plan_index(kind, len(ids), sum(dims.values()), nlist, nprobe, pq_m, max_memory, target_latency_ms)
     meta = {
         "format": INDEX_FORMAT,
         "format_version": INDEX_FORMAT_VERSION,
@@ -303,10 +159,8 @@ def build_index(
         "fusion": fusion,
         "pooling": pooling,
         "whiten": bool(whiten),
-        "kind": kind,
         "dims": dims,
-        "nlist": nlist,
-        "nprobe": nprobe,
+        **plan,
         "ef_search": ef_search,
         "hnsw_m": hnsw_m,
         "next_label": len(ids),
@@ -316,9 +170,60 @@ def build_index(
         meta=meta, params=dict(params), parts={}, ids=ids, labels=np.arange(len(ids), dtype=np.int64)
     )
     for name, data in _part_data(index, vectors_by_view).items():
-        index.parts[name] = build_faiss_index(data, index.labels, kind=kind, nlist=nlist, hnsw_m=hnsw_m)
-    log.info("indexed %d items: %s fusion of %s, %s index", len(ids), fusion, ", ".join(views), kind)
+        index.parts[name] = build_faiss_index(
+            data,
+            index.labels,
+            kind=index.kind,
+            nlist=plan["nlist"],
+            hnsw_m=hnsw_m,
+            pq_m=_part_pq_m(index, name),
+        )
+    _check_recall(index, vectors_by_view)
+    log.info("indexed %d items: %s fusion of %s, %s index", len(ids), fusion, ", ".join(views), index.kind)
     return index
+
+
+def _check_input(
+    vectors_by_view: Mapping[str, np.ndarray], ids: Sequence[str], *, fusion: str, kind: str
+) -> list[str]:
+    """The ids as strings, once the fusion, kind, views and row counts are known to be good."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
+    if kind not in KINDS:
+        raise ValueError(f"index kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if not vectors_by_view:
+        raise ValueError("no views to index")
+    ids = [str(item) for item in ids]
+    if len(set(ids)) != len(ids):
+        raise ValueError("catalog ids must be unique")
+    for view, vectors in vectors_by_view.items():
+        if len(vectors) != len(ids):
+            raise ValueError(f"view {view!r} has {len(vectors)} vectors for {len(ids)} ids")
+    return ids
+
+
+def _part_pq_m(index: CatalogIndex, name: str) -> int | None:
+    """A part's PQ code bytes: the planned bytes shared out by dimension (all of them for early fusion)."""
+    total = index.meta.get("pq_m")
+    if not total or name == FUSED:
+        return total
+    dim = index.meta["dims"][name]
+    return max(1, round(total * dim / sum(index.meta["dims"].values())))
+
+
+def _check_recall(index: CatalogIndex, vectors_by_view: Mapping[str, np.ndarray]) -> None:
+    """Log the recall@10 of an approximate index against exact search on a sample of its own items."""
+    if index.kind in ("exact", "binary") or not len(index):
+        return
+    for name, data in _part_data(index, vectors_by_view).items():
+        if data.size > RECALL_CHECK_LIMIT:
+            log.info(
+                "recall of part %s not measured: %d x %d is too many to search exactly", name, *data.shape
+            )
+            continue
+        found = measure_recall(index.parts[name], data, index.labels)
+        index.meta.setdefault("measured_recall", {})[name] = round(found, 3)
+        log.info("index part %s: measured recall@10 %.3f (100 of its own items as queries)", name, found)
 
 
 def _part_names(index: CatalogIndex) -> list[str]:
@@ -573,8 +478,6 @@ def save_index(index: CatalogIndex, folder: str | os.PathLike) -> str:
     generation's files are deleted. A kill or a full disk at any step leaves the old index or
     the new one, complete, and never a folder without an index.
     """
-    import faiss
-
     folder = os.path.abspath(os.fspath(folder))
     os.makedirs(folder, exist_ok=True)
     generation = int(index.meta.get("generation", 0)) + 1
@@ -582,10 +485,7 @@ def save_index(index: CatalogIndex, folder: str | os.PathLike) -> str:
     params_file = f"params.g{generation}.npz"
     for name, part in index.parts.items():
         with atomic_path(os.path.join(folder, files[name])) as tmp:
-            if isinstance(part, faiss.IndexBinary):
-                faiss.write_index_binary(part, tmp)
-            else:
-                faiss.write_index(part, tmp)
+            write_faiss_index(part, tmp)
     with atomic_path(os.path.join(folder, params_file)) as tmp, open(tmp, "wb") as out:
         np.savez(out, **index.params)
     meta = {
@@ -634,9 +534,11 @@ def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_index(folder: str | os.PathLike, *, attempts: int = 3) -> CatalogIndex:
+def load_index(folder: str | os.PathLike, *, mmap: bool = False, attempts: int = 3) -> CatalogIndex:
     """Read an index folder written by `save_index`; IndexFileError says what is wrong and what to do.
 
+    `mmap` maps the IVF kinds' inverted lists from disk instead of reading them (for serving: the
+    page cache is shared between processes; such an index can search but not add or remove).
     A writer may commit a new generation (and delete the old one's files) while this reads: the
     read then starts again from the new `index.json`.
     """
@@ -644,16 +546,14 @@ def load_index(folder: str | os.PathLike, *, attempts: int = 3) -> CatalogIndex:
     for attempt in range(attempts):
         generation = read_meta(folder).get("generation")
         try:
-            return _load_generation(folder)
+            return _load_generation(folder, mmap=mmap)
         except (IndexFileError, FileNotFoundError):
             if attempt == attempts - 1 or read_meta(folder).get("generation") == generation:
                 raise
     raise AssertionError("unreachable")
 
 
-def _load_generation(folder: str) -> CatalogIndex:
-    import faiss
-
+def _load_generation(folder: str, *, mmap: bool) -> CatalogIndex:
     meta = read_meta(folder)
     ids, labels = meta.pop("ids"), np.asarray(meta.pop("labels"), dtype=np.int64)
     removed = set(meta.pop("removed", []))
@@ -673,9 +573,7 @@ def _load_generation(folder: str) -> CatalogIndex:
         if not os.path.exists(path):
             raise IndexFileError(f"index part {path} is missing; rebuild the index with fusion.py")
         try:
-            parts[name] = (
-                faiss.read_index_binary(path) if meta["kind"] == "binary" else faiss.read_index(path)
-            )
+            parts[name] = read_faiss_index(path, kind=meta["kind"], mmap=mmap)
         except RuntimeError as exc:  # FAISS's own error for a truncated or foreign file
             reason = str(exc).strip().splitlines()[-1][:200]
             raise IndexFileError(

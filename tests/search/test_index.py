@@ -8,11 +8,7 @@ from simfusion.search.index import (
     INDEX_FORMAT_VERSION,
     IndexFileError,
     add_items,
-    brute_force_search,
-    build_faiss_index,
     build_index,
-    choose_kind,
-    faiss_search,
     load_index,
     remove_items,
     save_index,
@@ -99,18 +95,7 @@ def test_exact_and_hnsw_agree_on_small_data():
         assert [hit["id"] for hit in a] == [hit["id"] for hit in b]
 
 
-def test_faiss_exact_matches_numpy_brute_force():
-    data = clustered(400, 32, seed=3)
-    queries = clustered(5, 32, seed=4)
-    index = build_faiss_index(data, np.arange(400) + 1000, kind="exact")
-    scores, labels = faiss_search(index, queries, 10)
-    np_scores, rows = brute_force_search(data, queries, 10)
-    np.testing.assert_array_equal(labels, rows + 1000)
-    np.testing.assert_allclose(scores, np_scores, atol=1e-5)
-
-
-def test_choose_kind_by_size():
-    assert choose_kind(1000) == "exact" and choose_kind(1_000_000) == "hnsw"
+def test_auto_kind_by_size():
     index, _, _ = make_index(kind="auto", n=50)
     assert index.kind == "exact"
 

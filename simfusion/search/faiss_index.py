@@ -1,0 +1,470 @@
+"""Single FAISS indexes: one registry of kinds, search, reconstruct, memory-budget choice, mmap loading.
+
+Kinds (`BUILDERS`): `exact` (IndexFlatIP), `hnsw` (IndexHNSWFlat), `ivf` (IndexIVFFlat), `ivfpq`
+(IndexIVFPQ: product-quantised codes of `pq_m` bytes per vector), `opq` (an OPQ rotation in front of
+an IndexIVFPQ, better codes for the same bytes) and `binary` (IndexBinaryFlat over sign bits). The IVF
+kinds keep their own ids and a hashtable direct map, so items can be removed and reconstructed; they
+are trained on a sample of at most `TRAIN_LIMIT` vectors. A new kind is one builder function and one
+line in `BUILDERS`.
+
+`choose_index` picks a kind and its parameters from a memory budget and a latency target, as autofaiss
+does, with an estimated recall@10; `measure_recall` checks a built index against exact search.
+`read_faiss_index(..., mmap=True)` maps the inverted lists of the IVF kinds from disk for serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXACT_LIMIT = 50_000  # auto: exact search below this many items, HNSW from here on
+HNSW_M = 32
+EF_SEARCH = 64
+EF_CONSTRUCTION = 40
+TRAIN_LIMIT = 100_000  # k-means on more points costs minutes and gains little
+IVF_TRAIN_LIMIT = TRAIN_LIMIT
+PQ_NBITS = 8
+OPQ_ITERATIONS = 25  # FAISS's 50 doubles the training time for little recall
+MMAP_KINDS = ("ivf", "ivfpq", "opq")  # kinds whose inverted lists FAISS can map from disk
+# memory per item beyond its vector or code: its int64 id, and the direct map's hashtable entry
+ID_BYTES = 8
+DIRECT_MAP_BYTES = 32
+# bytes of codes or vectors scanned per ms on one core, for the latency estimate only (calibrated
+# on the 10M IVF-PQ run of benchmarks/bench_search.py: 12.7 MB of codes in 12 ms)
+SCAN_BYTES_PER_MS = 1e6
+
+
+def choose_kind(n: int) -> str:
+    """The index kind for a catalog of `n` items: exact search while it is cheap, HNSW beyond."""
+    return "exact" if n < EXACT_LIMIT else "hnsw"
+
+
+def ivf_nlist(n: int) -> int:
+    """IVF lists for `n` items: ~4 sqrt(n), with at least ~39 training points per list."""
+    return max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39))
+
+
+def pq_nlist(n: int) -> int:
+    """IVF lists of the PQ kinds: as `ivf_nlist`, but no more than the training sample gives ~39
+    points each (the PQ kinds are for catalogs far larger than the sample)."""
+    return min(ivf_nlist(n), TRAIN_LIMIT // 39)
+
+
+def default_nprobe(nlist: int) -> int:
+    """IVF lists searched per query: 4 sqrt(nlist) (about 0.8-0.9 recall@10 on overlapping clusters
+    in benchmarks/bench_search.py, where sqrt(nlist) gave only 0.6-0.75)."""
+    return min(nlist, max(16, 4 * int(round(math.sqrt(nlist)))))
+
+
+def pq_m(dim: int, code_bytes: int | None = None) -> int:
+    """PQ sub-quantisers (= code bytes at 8 bits) for `dim`: a divisor of `dim` no larger than asked
+    (default dim/4, i.e. 1 byte per 4 dimensions, 16x smaller than float32)."""
+    wanted = max(1, min(dim, code_bytes or max(1, dim // 4)))
+    return max(m for m in range(1, wanted + 1) if dim % m == 0)
+
+
+def pq_nbits(n: int) -> int:
+    """Bits per PQ code: 8 when there are ~39 training points per centroid, fewer for tiny sets."""
+    return int(min(PQ_NBITS, max(1, math.floor(math.log2(max(n, 2) / 39))))) if n < 39 * 256 else PQ_NBITS
+
+
+# ---------------------------------------------------------------- building: one function per kind
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    nlist: int | None = None
+    hnsw_m: int = HNSW_M
+    pq_m: int | None = None
+    seed: int = 0
+
+
+def _build_exact(vectors: np.ndarray, options: BuildOptions):
+    import faiss
+
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+
+
+def _build_hnsw(vectors: np.ndarray, options: BuildOptions):
+    import faiss
+
+    inner = faiss.IndexHNSWFlat(vectors.shape[1], options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    inner.hnsw.efConstruction = EF_CONSTRUCTION
+    return faiss.IndexIDMap2(inner)
+
+
+def _build_ivf(vectors: np.ndarray, options: BuildOptions):
+    import faiss
+
+    dim, nlist = vectors.shape[1], options.nlist or ivf_nlist(len(vectors))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    return _train_ivf(index, index, vectors, options)
+
+
+def _build_ivfpq(vectors: np.ndarray, options: BuildOptions):
+    import faiss
+
+    dim, nlist = vectors.shape[1], options.nlist or pq_nlist(len(vectors))
+    m = pq_m(dim, options.pq_m)
+    index = faiss.IndexIVFPQ(
+        faiss.IndexFlatIP(dim), dim, nlist, m, pq_nbits(len(vectors)), faiss.METRIC_INNER_PRODUCT
+    )
+    return _train_ivf(index, index, vectors, options)
+
+
+def _build_opq(vectors: np.ndarray, options: BuildOptions):
+    import faiss
+
+    dim, nlist = vectors.shape[1], options.nlist or pq_nlist(len(vectors))
+    m = pq_m(dim, options.pq_m)
+    ivf = faiss.IndexIVFPQ(
+        faiss.IndexFlatIP(dim), dim, nlist, m, pq_nbits(len(vectors)), faiss.METRIC_INNER_PRODUCT
+    )
+    # OPQ rotates the space so each sub-quantiser gets an even share of the variance
+    rotation = faiss.OPQMatrix(dim, m)
+    rotation.niter = OPQ_ITERATIONS
+    return _train_ivf(faiss.IndexPreTransform(rotation, ivf), ivf, vectors, options)
+
+
+def _train_ivf(index, ivf, vectors: np.ndarray, options: BuildOptions):
+    """Train on a seeded sample of at most TRAIN_LIMIT vectors; hashtable direct map; default nprobe."""
+    import faiss
+
+    ivf.cp.seed = options.seed
+    train = vectors
+    if len(vectors) > TRAIN_LIMIT:
+        pick = np.random.default_rng(options.seed).choice(len(vectors), TRAIN_LIMIT, replace=False)
+        train = vectors[np.sort(pick)]
+    index.train(train)
+    # a hashtable direct map lets the IVF reconstruct and remove items by label
+    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+    ivf.nprobe = default_nprobe(ivf.nlist)
+    return index
+
+
+BUILDERS: dict[str, Callable[[np.ndarray, BuildOptions], Any]] = {
+    "exact": _build_exact,
+    "ivf": _build_ivf,
+    "hnsw": _build_hnsw,
+    "ivfpq": _build_ivfpq,
+    "opq": _build_opq,
+}
+FAISS_KINDS = (*BUILDERS, "binary")
+
+
+def build_faiss_index(
+    data: np.ndarray,
+    labels: np.ndarray,
+    *,
+    kind: str,
+    nlist: int | None = None,
+    hnsw_m: int = HNSW_M,
+    pq_m: int | None = None,
+    seed: int = 0,
+):
+    """One FAISS index over `data` (float32 vectors, or packed uint8 codes for `binary`) with `labels`.
+
+    Inner product for float vectors (cosine for unit vectors), Hamming for codes.
+    """
+    import faiss
+
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    if kind == "binary":
+        codes = np.ascontiguousarray(data, dtype=np.uint8)
+        index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(codes.shape[1] * 8))
+        index.add_with_ids(codes, labels)
+        return index
+    if kind not in BUILDERS:
+        raise ValueError(f"index kind must be one of {', '.join(FAISS_KINDS)}, not {kind!r}")
+    vectors = np.ascontiguousarray(data, dtype=np.float32)
+    index = BUILDERS[kind](vectors, BuildOptions(nlist=nlist, hnsw_m=hnsw_m, pq_m=pq_m, seed=seed))
+    if len(vectors):
+        index.add_with_ids(vectors, labels)
+    return index
+
+
+# ---------------------------------------------------------------- searching and reading back
+
+
+def _unwrap(index):
+    """The index under an id map or a pre-transform (OPQ), where the search parameters apply."""
+    import faiss
+
+    if isinstance(index, faiss.IndexIDMap2 | faiss.IndexPreTransform):
+        return faiss.downcast_index(index.index)
+    return index
+
+
+def faiss_search(
+    index,
+    queries: np.ndarray,
+    k: int,
+    *,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    exclude: Sequence[int] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search `k` nearest labels per query: (distances, labels), labels -1 where fewer exist.
+
+    Distances are inner products for float indexes, Hamming distances for binary ones. `exclude`
+    labels are skipped during the search (HNSW tombstones).
+    """
+    import faiss
+
+    if isinstance(index, faiss.IndexBinary):
+        return index.search(np.ascontiguousarray(queries, dtype=np.uint8), k)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    inner = _unwrap(index)
+    selector = (
+        faiss.IDSelectorNot(faiss.IDSelectorBatch(np.asarray(exclude, np.int64))) if len(exclude) else None
+    )
+    if isinstance(inner, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(efSearch=max(ef_search or EF_SEARCH, k))
+        if selector is not None:
+            params.sel = selector
+    elif isinstance(inner, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF(nprobe=min(nprobe or inner.nprobe, inner.nlist))
+        if selector is not None:
+            params.sel = selector
+    else:
+        params = None if selector is None else faiss.SearchParameters(sel=selector)
+    if isinstance(index, faiss.IndexPreTransform) and params is not None:
+        params = faiss.SearchParametersPreTransform(index_params=params)
+    return index.search(queries, k, params=params)
+
+
+def faiss_reconstruct(index, labels: np.ndarray) -> np.ndarray:
+    """The stored vectors (or codes) of `labels`, row-aligned (decoded approximations for PQ kinds)."""
+    import faiss
+
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    if isinstance(index, faiss.IndexBinary):
+        out = np.empty((len(labels), index.code_size), dtype=np.uint8)
+        for row, label in enumerate(labels):
+            out[row] = index.reconstruct(int(label))
+        return out
+    if not len(labels):
+        return np.zeros((0, index.d), dtype=np.float32)
+    return index.reconstruct_batch(labels)
+
+
+def faiss_kind(index) -> str:
+    import faiss
+
+    if isinstance(index, faiss.IndexBinary):
+        return "binary"
+    if isinstance(index, faiss.IndexPreTransform):
+        return "opq"
+    inner = _unwrap(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(inner, faiss.IndexIVFPQ):
+        return "ivfpq"
+    if isinstance(inner, faiss.IndexIVF):
+        return "ivf"
+    return "exact"
+
+
+def brute_force_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product search in numpy: (scores, rows) best first, for comparison with FAISS."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    scores = np.asarray(queries, dtype=np.float32) @ vectors.T
+    k = min(k, vectors.shape[0])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-part, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
+def write_faiss_index(index, path: str | os.PathLike) -> None:
+    import faiss
+
+    if isinstance(index, faiss.IndexBinary):
+        faiss.write_index_binary(index, os.fspath(path))
+    else:
+        faiss.write_index(index, os.fspath(path))
+
+
+def read_faiss_index(path: str | os.PathLike, *, kind: str, mmap: bool = False):
+    """Read one index file; `mmap` maps the inverted lists of the IVF kinds from disk (read-only:
+    searching and reconstructing work, adding and removing do not). Other kinds are read into memory."""
+    import faiss
+
+    if kind == "binary":
+        return faiss.read_index_binary(os.fspath(path))
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap and kind in MMAP_KINDS else 0
+    return faiss.read_index(os.fspath(path), flags)
+
+
+# ---------------------------------------------------------------- choosing from a memory budget
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """'4G', '512M', '1.5G', '1000000' -> bytes (binary units; a trailing B or iB is allowed)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:I?B)?\s*", str(text).upper())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"a memory size is a positive number with an optional K, M, G or T, not {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if size < 1024:
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}T"
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """A kind with its parameters, and what it is expected to cost and find."""
+
+    kind: str
+    params: dict[str, int] = field(default_factory=dict)
+    memory_bytes: int = 0
+    latency_ms: float = 0.0
+    recall: float = 1.0  # estimated recall@10 against exact search
+
+    def describe(self) -> str:
+        params = ", ".join(f"{key}={value}" for key, value in self.params.items())
+        return (
+            f"{self.kind}({params}): ~{format_bytes(self.memory_bytes)}, ~{self.latency_ms:.1f} ms/query, "
+            f"estimated recall@10 {self.recall:.2f}"
+        )
+
+
+# Prior recall@10 of a PQ kind by code bytes per dimension: rough and data-dependent, from
+# tests/search/test_faiss_index.py (32-d: 0.87 at 1/2, 0.70 at 1/4) and benchmarks/bench_search.py
+# (hard 128-d synthetic vectors: 0.07-0.18 at 1/8). The recall measured after building is logged too.
+PQ_RECALL = ((1.0, 0.95), (0.5, 0.85), (0.25, 0.65), (0.125, 0.2), (0.0625, 0.1), (0.0, 0.05))
+OPQ_GAIN = 0.04
+
+
+def _pq_recall(code_bytes: int, dim: int, opq: bool) -> float:
+    ratio = code_bytes / dim
+    prior = next(recall for floor, recall in PQ_RECALL if ratio >= floor)
+    return min(0.99, prior + (OPQ_GAIN if opq else 0.0))
+
+
+def _candidates(n: int, dim: int) -> list[IndexChoice]:
+    """Every kind worth considering for `n` items of `dim` dimensions, best recall first."""
+    nlist, coarse = ivf_nlist(n), pq_nlist(n)
+    probe_share = default_nprobe(nlist) / nlist
+    extra = ID_BYTES + DIRECT_MAP_BYTES
+    out = [
+        IndexChoice("exact", {}, n * (4 * dim + ID_BYTES), n * 4 * dim / SCAN_BYTES_PER_MS, 1.0),
+        IndexChoice(
+            "hnsw",
+            {"hnsw_m": HNSW_M},
+            n * (4 * dim + 2 * HNSW_M * 4 + ID_BYTES),
+            (EF_SEARCH * HNSW_M * 4 * dim) / SCAN_BYTES_PER_MS,
+            0.95,
+        ),
+        IndexChoice(
+            "ivf",
+            {"nlist": nlist},
+            n * (4 * dim + extra) + nlist * 4 * dim,
+            (n * probe_share * 4 * dim + nlist * 4 * dim) / SCAN_BYTES_PER_MS,
+            0.9,
+        ),
+    ]
+    for wanted in (dim, dim // 2, dim // 4, dim // 8, dim // 16, dim // 32):
+        m = pq_m(dim, max(1, wanted))
+        if any(choice.params.get("pq_m") == m for choice in out):
+            continue
+        tables = 256 * 4 * dim + coarse * 4 * dim  # PQ centroids and coarse centroids
+        share = default_nprobe(coarse) / coarse
+        latency = (n * share * m + coarse * 4 * dim + share * coarse * 256 * m * 4) / SCAN_BYTES_PER_MS
+        for kind in ("opq", "ivfpq"):
+            rotation = 4 * dim * dim if kind == "opq" else 0
+            out.append(
+                IndexChoice(
+                    kind,
+                    {"nlist": coarse, "pq_m": m},
+                    n * (m + extra) + tables + rotation,
+                    latency,
+                    _pq_recall(m, dim, kind == "opq"),
+                )
+            )
+    return out
+
+
+def choose_index(n: int, dim: int, *, max_memory: int, target_latency_ms: float | None = None) -> IndexChoice:
+    """The best-recall kind for `n` vectors of `dim` dimensions that fits `max_memory` bytes (and
+    answers a query within `target_latency_ms`, estimated); the smallest one when none fits."""
+    options = _candidates(n, dim)
+    fitting = [
+        choice
+        for choice in options
+        if choice.memory_bytes <= max_memory
+        and (target_latency_ms is None or choice.latency_ms <= target_latency_ms)
+    ]
+    if fitting:
+        choice = max(fitting, key=lambda c: (c.recall, -c.memory_bytes))
+    else:
+        choice = min(options, key=lambda c: c.memory_bytes)
+        log.warning(
+            "no index kind fits %s for %d x %d vectors; taking the smallest",
+            format_bytes(max_memory),
+            n,
+            dim,
+        )
+    log.info("index for %d x %d vectors within %s: %s", n, dim, format_bytes(max_memory), choice.describe())
+    return choice
+
+
+def plan_index(
+    kind: str,
+    n: int,
+    dim: int,
+    nlist: int | None,
+    nprobe: int | None,
+    pq_m: int | None,
+    max_memory: int | None,
+    target_latency_ms: float | None,
+) -> dict[str, Any]:
+    """The kind and its parameters for `n` vectors of `dim` dimensions: as given, from the memory
+    budget (and latency target) through `choose_index`, or by catalog size (`choose_kind`)."""
+    plan: dict[str, Any] = {}
+    if kind == "auto" and max_memory:
+        choice = choose_index(n, dim, max_memory=max_memory, target_latency_ms=target_latency_ms)
+        kind, nlist, pq_m = (
+            choice.kind,
+            nlist or choice.params.get("nlist"),
+            pq_m or choice.params.get("pq_m"),
+        )
+        plan["estimated_recall"] = choice.recall
+        plan["estimated_memory"] = choice.memory_bytes
+    elif kind == "auto":
+        kind = choose_kind(n)
+    if kind in ("ivf", "ivfpq", "opq"):
+        nlist = nlist or (ivf_nlist(n) if kind == "ivf" else pq_nlist(n))
+        nprobe = nprobe or default_nprobe(nlist)
+    return {"kind": kind, "nlist": nlist, "nprobe": nprobe, "pq_m": pq_m, **plan}
+
+
+def measure_recall(
+    index, vectors: np.ndarray, labels: np.ndarray, *, k: int = 10, queries: int = 100, seed: int = 0
+) -> float:
+    """Recall@k of `index` against exact search, for a seeded sample of its own vectors as queries."""
+    from faiss.contrib.evaluation import knn_intersection_measure
+
+    vectors = np.asarray(vectors, np.float32)
+    if not len(vectors):
+        return 1.0
+    k = min(k, len(vectors))
+    rows = np.random.default_rng(seed).choice(len(vectors), min(queries, len(vectors)), replace=False)
+    _, truth = brute_force_search(vectors, vectors[rows], k)
+    _, found = faiss_search(index, vectors[rows], k)
+    return float(knn_intersection_measure(np.asarray(labels)[truth], found))
