@@ -67,7 +67,7 @@ def grow(model: str, out: str, size: int, seed: int = 0) -> str:
     """A copy of `model` whose store holds `size` rows (its rows repeated with 5% seeded noise)."""
     from simfusion.io.store import FeatureStore, store_path, write_store
     from simfusion.search.build import build_catalog_index, index_path
-    from simfusion.search.index import save_index
+    from simfusion.search.index_files import save_index
 
     target = os.path.join(out, "model")
     shutil.copytree(model, target)

@@ -10,7 +10,7 @@ import pytest
 
 from simfusion.io.store import store_path, write_store
 from simfusion.search.build import build_catalog_index, index_path
-from simfusion.search.index import save_index
+from simfusion.search.index_files import save_index
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

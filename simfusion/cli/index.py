@@ -24,7 +24,8 @@ from simfusion.search.build import (
 )
 from simfusion.search.catalog import Catalog
 from simfusion.search.faiss_index import parse_bytes
-from simfusion.search.index import KINDS, IndexFileError, save_index
+from simfusion.search.index import KINDS, IndexFileError
+from simfusion.search.index_files import save_index
 from simfusion.search.vectors import FUSIONS, POOLINGS, UnknownViewError, parse_weights
 
 log = logging.getLogger(__name__)

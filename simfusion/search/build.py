@@ -30,10 +30,9 @@ from simfusion.search.index import (
     IndexFileError,
     add_items,
     build_index,
-    load_index,
     remove_items,
-    save_index,
 )
+from simfusion.search.index_files import load_index, save_index
 from simfusion.search.vectors import (
     check_views,
     fit_transform,

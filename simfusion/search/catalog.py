@@ -36,7 +36,8 @@ from simfusion.search.build import (
     remove_catalog_items,
     repair_index,
 )
-from simfusion.search.index import CatalogIndex, load_index, search
+from simfusion.search.index import CatalogIndex, search
+from simfusion.search.index_files import load_index
 from simfusion.search.rules import Rules, apply_rules, infer_category, record_category
 from simfusion.search.vectors import transform
 

@@ -7,7 +7,8 @@ from conftest import synthetic_store
 from simfusion.cli.index import main, read_ids
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.search.build import build_catalog_index, check_store, index_path
-from simfusion.search.index import IndexFileError, load_index, search
+from simfusion.search.index import IndexFileError, search
+from simfusion.search.index_files import load_index
 from simfusion.search.vectors import transform
 
 

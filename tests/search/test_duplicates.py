@@ -10,7 +10,7 @@ from simfusion.io.store_edit import append_items
 from simfusion.search.build import build_catalog_index, index_path
 from simfusion.search.catalog import Catalog
 from simfusion.search.duplicates import duplicate_groups, find_duplicates
-from simfusion.search.index import save_index
+from simfusion.search.index_files import save_index
 
 
 def test_groups_leave_the_item_itself_out_and_keep_those_at_or_above_the_threshold():

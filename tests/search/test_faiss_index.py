@@ -12,7 +12,8 @@ from simfusion.search.faiss_index import (
     parse_bytes,
     plan_index,
 )
-from simfusion.search.index import build_index, load_index, save_index, search
+from simfusion.search.index import build_index, search
+from simfusion.search.index_files import load_index, save_index
 from simfusion.search.vectors import fit_transform, l2_normalize
 
 

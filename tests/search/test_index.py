@@ -9,11 +9,10 @@ from simfusion.search.index import (
     IndexFileError,
     add_items,
     build_index,
-    load_index,
     remove_items,
-    save_index,
     search,
 )
+from simfusion.search.index_files import load_index, save_index
 from simfusion.search.vectors import fit_transform, l2_normalize, transform
 
 KINDS = ("exact", "ivf", "hnsw", "binary")

@@ -23,7 +23,7 @@ from simfusion.io.lock import LockTimeout, write_lock
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.search.build import index_path
 from simfusion.search.catalog import Catalog
-from simfusion.search.index import load_index
+from simfusion.search.index_files import load_index
 
 NEW = [f"new-{i}" for i in range(5)]
 
@@ -197,7 +197,7 @@ def test_an_index_behind_its_store_is_repaired_not_trusted(tmp_path):
     ids, records, views = synthetic_model(tmp_path, n=20)
     stale = load_index(index_path(tmp_path))
     Catalog.open(tmp_path).remove([ids[0]])
-    from simfusion.search.index import save_index
+    from simfusion.search.index_files import save_index
 
     save_index(stale, index_path(tmp_path))  # as if the remove died after committing the store
     catalog = Catalog.open(tmp_path)

@@ -15,7 +15,7 @@ from conftest import SAMPLE_DATA, synthetic_store
 
 from simfusion.io.store import store_path
 from simfusion.search.build import build_catalog_index, index_path
-from simfusion.search.index import save_index
+from simfusion.search.index_files import save_index
 
 
 def free_port() -> int:

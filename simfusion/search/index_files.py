@@ -1,0 +1,140 @@
+"""The index on disk: one folder, committed by one atomic rename of its `index.json`, read back with the
+format checked and every failure turned into an IndexFileError that says what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from simfusion import __version__
+from simfusion.io.atomic import TEMP_PREFIX, atomic_path, remove_quietly, write_json
+from simfusion.search.faiss_index import read_faiss_index, write_faiss_index
+from simfusion.search.index import (
+    INDEX_FORMAT,
+    INDEX_FORMAT_VERSION,
+    META_FILE,
+    PARAMS_FILE,
+    CatalogIndex,
+    IndexFileError,
+)
+
+
+def save_index(index: CatalogIndex, folder: str | os.PathLike) -> str:
+    """Write the index into its folder; `index.json` is the commit point.
+
+    The FAISS parts and the params are written under names of a new generation beside the old
+    ones, then `index.json`, which names them, is replaced atomically (one rename), then the old
+    generation's files are deleted. A kill or a full disk at any step leaves the old index or
+    the new one, complete, and never a folder without an index.
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    os.makedirs(folder, exist_ok=True)
+    generation = int(index.meta.get("generation", 0)) + 1
+    files = {name: f"part-{number}.g{generation}.faiss" for number, name in enumerate(index.parts)}
+    params_file = f"params.g{generation}.npz"
+    for name, part in index.parts.items():
+        with atomic_path(os.path.join(folder, files[name])) as tmp:
+            write_faiss_index(part, tmp)
+    with atomic_path(os.path.join(folder, params_file)) as tmp, open(tmp, "wb") as out:
+        np.savez(out, **index.params)
+    meta = {
+        **index.meta,
+        "generation": generation,
+        "parts": files,
+        "params": params_file,
+        "count": len(index.ids),
+        "ids": index.ids,
+        "labels": index.labels.tolist(),
+        "removed": sorted(index.removed),
+    }
+    write_json(os.path.join(folder, META_FILE), meta, indent=None)
+    index.meta["generation"] = generation
+    remove_unreferenced(folder, keep={META_FILE, params_file, *files.values()})
+    return folder
+
+
+def remove_unreferenced(folder: str, *, keep: set[str]) -> None:
+    """Delete what an older generation or an interrupted save left in the index folder."""
+    for name in os.listdir(folder):
+        if name not in keep and (name.startswith(("part-", "params", TEMP_PREFIX))):
+            remove_quietly(os.path.join(folder, name))
+
+
+def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
+    """The index folder's `index.json`, checked for format and version."""
+    path = os.path.join(os.fspath(folder), META_FILE)
+    if not os.path.exists(path):
+        raise IndexFileError(
+            f"no index at {os.fspath(folder)}: build it with fusion.py --model_save_path ..."
+        )
+    try:
+        with open(path, encoding="utf-8") as stream:
+            meta = json.load(stream)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IndexFileError(f"cannot read {path}: {exc}; rebuild it with fusion.py") from exc
+    if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+        raise IndexFileError(f"{path} is not a simfusion index; rebuild it with fusion.py")
+    if meta.get("format_version") != INDEX_FORMAT_VERSION:
+        raise IndexFileError(
+            f"{path} has index format version {meta.get('format_version')!r}, this program reads "
+            f"{INDEX_FORMAT_VERSION} (written by simfusion {meta.get('package_version')}, this is "
+            f"{__version__}); rebuild it with fusion.py"
+        )
+    return meta
+
+
+def load_index(folder: str | os.PathLike, *, mmap: bool = False, attempts: int = 3) -> CatalogIndex:
+    """Read an index folder written by `save_index`; IndexFileError says what is wrong and what to do.
+
+    `mmap` maps the IVF kinds' inverted lists from disk instead of reading them (for serving: the
+    page cache is shared between processes; such an index can search but not add or remove).
+    A writer may commit a new generation (and delete the old one's files) while this reads: the
+    read then starts again from the new `index.json`.
+    """
+    folder = os.fspath(folder)
+    for attempt in range(attempts):
+        generation = read_meta(folder).get("generation")
+        try:
+            return _load_generation(folder, mmap=mmap)
+        except (IndexFileError, FileNotFoundError):
+            if attempt == attempts - 1 or read_meta(folder).get("generation") == generation:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _load_generation(folder: str, *, mmap: bool) -> CatalogIndex:
+    meta = read_meta(folder)
+    ids, labels = meta.pop("ids"), np.asarray(meta.pop("labels"), dtype=np.int64)
+    removed = set(meta.pop("removed", []))
+    files = meta.pop("parts")
+    meta.pop("count", None)
+    params_path = os.path.join(folder, meta.pop("params", PARAMS_FILE))
+    try:
+        with np.load(params_path, allow_pickle=False) as data:
+            params = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise IndexFileError(f"cannot read {params_path} ({exc}); rebuild the index with fusion.py") from exc
+    parts = {}
+    for name, file in files.items():
+        path = os.path.join(folder, file)
+        if not os.path.exists(path):
+            raise IndexFileError(f"index part {path} is missing; rebuild the index with fusion.py")
+        try:
+            parts[name] = read_faiss_index(path, kind=meta["kind"], mmap=mmap)
+        except RuntimeError as exc:  # FAISS's own error for a truncated or foreign file
+            reason = str(exc).strip().splitlines()[-1][:200]
+            raise IndexFileError(
+                f"cannot read index part {path} ({reason}); rebuild the index with fusion.py"
+            ) from exc
+        if parts[name].ntotal != len(ids) + len(removed):
+            raise IndexFileError(
+                f"index part {path} holds {parts[name].ntotal} items, index.json lists {len(ids)}; "
+                "rebuild the index with fusion.py"
+            )
+    return CatalogIndex(meta=meta, params=params, parts=parts, ids=list(ids), labels=labels, removed=removed)
