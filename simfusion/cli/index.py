@@ -30,6 +30,7 @@ from simfusion.search.build import (
     summary,
 )
 from simfusion.search.index import KINDS, IndexFileError, load_index, save_index
+from simfusion.search.tune import TuneOptions, tune_fusion
 from simfusion.search.vectors import FUSIONS, POOLINGS, parse_weights
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,17 @@ def build_parser():
     parser.add_argument(
         "--pooling", choices=POOLINGS, default="avgmax", help="how a feature map becomes a vector"
     )
-    parser.add_argument("--whiten", action="store_true", help="PCA-whiten each view, fitted on the catalog")
+    parser.add_argument(
+        "--whiten", action="store_true", help="PCA-whiten each view, fitted on the catalog (default: tuned)"
+    )
+    parser.add_argument(
+        "--no_tune",
+        action="store_true",
+        help="no unsupervised tuning of the views' weights and whitening: every view weighs 1 (or --weights)",
+    )
+    parser.add_argument(
+        "--tune_images", type=positive_int, default=TuneOptions.images, help="catalog items the tuning copies"
+    )
     parser.add_argument(
         "--whiten_dim", type=positive_int, help="dimensions kept by the whitening (default all)"
     )
@@ -148,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
             weights = parse_weights(args.weights, known)
         except ValueError as exc:
             parser.error(f"--weights: {exc}")
+        tuning = None
+        if not (args.no_tune or args.weights):
+            tuning = tuned_settings(args, views)
+        if tuning:
+            views, weights = tuning["views"], {v: tuning["weights"][v] for v in tuning["views"]}
         try:
             index = build_catalog_index(
                 store_path(args.model_save_path),
@@ -155,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 weights=weights,
                 fusion=args.fusion,
                 pooling=args.pooling,
-                whiten=args.whiten,
+                whiten=args.whiten or bool(tuning and tuning["whiten"]),
                 whiten_dim=args.whiten_dim,
                 kind=kind,
                 nlist=args.nlist,
@@ -167,12 +183,30 @@ def main(argv: list[str] | None = None) -> int:
             if "unknown view" in str(exc):
                 parser.error(f"--views: {exc}")
             raise
+        index.meta["tuning"] = tuning
         folder = save_index(index, index_path(args.model_save_path))
-        print(json.dumps(summary(index, folder), ensure_ascii=False), flush=True)
+        print(json.dumps({**summary(index, folder), "tuning": tuning}, ensure_ascii=False), flush=True)
         return 0
     except (FileNotFoundError, StoreFormatError, IndexFileError) as exc:
         log.error("%s", exc)
         return 1
+
+
+def tuned_settings(args, views: list[str] | None) -> dict | None:
+    """Weights and whitening tuned on the catalog (simfusion.search.tune); None when it cannot tune
+    (then every view weighs 1, as with --no_tune)."""
+    options = TuneOptions(images=args.tune_images, try_whiten=not args.whiten)
+    try:
+        return tune_fusion(
+            args.model_save_path,
+            views=views,
+            pooling=args.pooling,
+            whiten_dim=args.whiten_dim,
+            options=options,
+        )
+    except ValueError as exc:
+        log.warning("tune: %s; every view weighs 1", exc)
+        return None
 
 
 def add_main(args) -> int:

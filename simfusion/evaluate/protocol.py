@@ -29,6 +29,7 @@ from simfusion.evaluate.metrics import (
     rank_catalog,
     recall_at_k,
 )
+from simfusion.io.atomic import read_json
 from simfusion.io.images import ImageError, load_image
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.search.build import catalog_vectors
@@ -45,6 +46,8 @@ from simfusion.search.vectors import (
 )
 
 log = logging.getLogger(__name__)
+
+TUNED = "fused: tuned (the index's weights)"
 
 BASELINES = ("pixels", "pca", "histogram")
 BASELINE_SIZE = 32  # thumbnails are shrunk to this for the pixel baselines
@@ -256,6 +259,19 @@ def evaluate_store(
         rankings[FUSED] = fused_ranking(
             vectors, query_rows, k=k_max, fusion=fusion, weights=weights_by_view, view_rankings=rankings
         )
+    tuning = index_tuning(model_save_path)
+    if tuning and set(tuning["views"]) <= set(pooled):
+        # the fusion the index was built with: the tuned weights (and whitening), views at 0 left out
+        tuned = {view: pooled[view] for view in tuning["views"]}
+        if tuning["whiten"]:
+            tuned = {view: apply_whitening(v, fit_whitening(v)) for view, v in tuned.items()}
+        rankings[TUNED] = fused_ranking(
+            {view: v[keep] for view, v in tuned.items()},
+            query_rows,
+            k=k_max,
+            fusion=fusion,
+            weights=tuning["weights"],
+        )
     results = score_rankings(rankings, labels, query_rows, ks=ks)
     return {
         "model_save_path": model_save_path,
@@ -269,6 +285,14 @@ def evaluate_store(
         "pooling": pooling,
         "results": results,
     }
+
+
+def index_tuning(model_save_path: str) -> dict[str, Any] | None:
+    """The tuning report fusion.py stored in the index's meta, or None (no index, or built untuned)."""
+    path = os.path.join(model_save_path, "index", "index.json")
+    if not os.path.exists(path):
+        return None
+    return read_json(path).get("tuning")
 
 
 def _load_thumbnails(records: Sequence[Mapping[str, Any]], *, base_path: str) -> np.ndarray:

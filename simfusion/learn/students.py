@@ -31,7 +31,7 @@ def pseudo_labels(
     teachers: Mapping[str, np.ndarray], *, clusters: int, seed: int = 0, dims: int = 64
 ) -> np.ndarray:
     """k-means cluster of each item over its teachers' vectors (each L2-normalised, equal share,
-    reduced to `dims` by PCA); `clusters` shrinks to a third of the items on a small catalog."""
+    reduced to `dims` by PCA); `clusters` shrinks to n / 20 on a small catalog."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
@@ -45,7 +45,7 @@ def pseudo_labels(
     if n < 4:
         raise ValueError(f"a student needs at least 4 catalog items to cluster, not {n}")
     reduced = PCA(n_components=min(dims, n - 1, joined.shape[1]), random_state=seed).fit_transform(joined)
-    k = max(2, min(clusters, n // 3))
+    k = max(2, min(clusters, n // 20))
     return KMeans(n_clusters=k, n_init=2, random_state=seed).fit_predict(reduced).astype(np.int64)
 
 

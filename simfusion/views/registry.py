@@ -76,7 +76,7 @@ VIEWS: dict[str, View] = {
 }
 
 # What train.py trains and encodes when --views is not given (measured in BENCHMARKS.md, fusion).
-DEFAULT_VIEWS = ("thumbnail", "hed_vgg16", "hed_vgg16_block4", "hog", "student")
+DEFAULT_VIEWS = ("thumbnail", "hed_vgg16", "hog", "student")
 
 
 def view_spec(name: str) -> View:
