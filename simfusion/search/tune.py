@@ -218,23 +218,56 @@ def tune_fusion(
     copies, sources, kinds = augmented_copies(images, copies=options.copies, seed=options.seed)
     query_maps = encode_copies(copies, model_save_path, views, options.batch_size)
     originals = np.asarray(rows, dtype=np.int64)
+    return tune_vectors(
+        pooled,
+        query_maps,
+        own=originals[sources],
+        originals=originals,
+        pooling=pooling,
+        whiten_dim=whiten_dim,
+        options=options,
+        kinds=kinds,
+        start=start,
+    )
+
+
+def tune_vectors(
+    pooled: Mapping[str, np.ndarray],
+    query_maps: Mapping[str, np.ndarray],
+    *,
+    own: np.ndarray,
+    originals: np.ndarray,
+    pooling: str = "avgmax",
+    whiten_dim: int | None = None,
+    options: TuneOptions | None = None,
+    kinds: Sequence[str] = (),
+    start: float | None = None,
+) -> dict[str, Any]:
+    """The tuning itself, on arrays: the catalog's pooled vectors per view, the copies' feature maps,
+    each copy's own catalog row, and the catalog rows of the sampled originals (benchmarks use it
+    with their own encoders)."""
+    options = options or TuneOptions()
+    start = time.perf_counter() if start is None else start
+    views = list(pooled)
+    n = len(next(iter(pooled.values())))
+    encoded = time.perf_counter() - start
     plain = make_problem(
         pooled,
         query_maps,
-        originals[sources],
+        own,
         originals,
         pooling=pooling,
         whiten=False,
         whiten_dim=whiten_dim,
-        consensus=np.zeros((len(rows), len(ids)), bool),
+        consensus=np.zeros((len(originals), n), bool),
     )
     plain.consensus = consensus_neighbours(plain.original_scores, k=options.k)
     problems = {False: plain}
-    if options.try_whiten and len(ids) > 2:
+    if options.try_whiten and n > 2:
         problems[True] = make_problem(
             pooled,
             query_maps,
-            originals[sources],
+            own,
             originals,
             pooling=pooling,
             whiten=True,
@@ -242,14 +275,7 @@ def tune_fusion(
             consensus=plain.consensus,
         )
     return _report(
-        problems,
-        views,
-        options,
-        seconds_before=time.perf_counter() - start,
-        start=start,
-        copies=len(copies),
-        kinds=kinds,
-        items=len(ids),
+        problems, views, options, seconds_before=encoded, start=start, copies=len(own), kinds=kinds, items=n
     )
 
 
