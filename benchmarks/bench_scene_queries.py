@@ -159,12 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         weights_line = "The index was built with --no_tune."
+    detector = pipeline.detector or "default"
     text = f"""## Scene queries: other photos of products inside busy scenes, against a clean catalog
 
 Catalog: `{args.model}` ({len(ids):,} items, views {", ".join(views)}).
 {args.queries} queries (seed {args.seed}): Fashion-MNIST TEST items pasted at 30-60% of a {SCENE} px
 crop of real photos (scikit-image astronaut, coffee, chelsea, rocket; scikit-learn china, flower),
-through the product's query path with the catalog's detector ({pipeline.detector or "default"}); relevant = catalog items of the query's category.
+through the product's query path with the catalog's detector ({detector}); relevant = catalog
+items of the query's category.
 The baseline gets a perfect crop (the true box) and compares raw pixels ({BASELINE_SIZE} px) with the
 catalog's thumbnails.
 
