@@ -54,7 +54,7 @@ def encoders_for(catalog: np.ndarray, *, epochs: int, seed: int, timings: dict) 
             size=opts["size"],
             pooling="sqrt",
         )
-    for name in ("hog", "pixels"):
+    for name in ("hog", "tiny"):
         encoders[name] = ComputedEncoder(VIEWS[name].compute, model_name=name)
     started = time.perf_counter()
     model, _ = train_view(catalog, options=TrainOptions(epochs=epochs, seed=seed), name="thumbnail")
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from simfusion.search.rerank import rerank
     from simfusion.search.tune import TuneOptions, tune_vectors
     from simfusion.search.vectors import fit_transform, fuse
+    from simfusion.views.registry import DEFAULT_VIEWS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", type=int, default=2000)
@@ -123,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     maps = encode_all(encoders, catalog, timings)
     add_student(encoders, maps, catalog, seed=args.seed, timings=timings)
     maps["student"] = encode_all({"student": encoders["student"]}, catalog, timings)["student"]
-    views = ["thumbnail", "hed_vgg16", "hed_vgg16_block4", "hog", "pixels", "student"]
-    defaults = ["thumbnail", "hed_vgg16", "hog", "pixels", "student"]
+    views = ["thumbnail", "hed_vgg16", "hed_vgg16_block4", "hog", "tiny", "student"]
+    defaults = list(DEFAULT_VIEWS)
 
     started = time.perf_counter()
     options = TuneOptions(seed=args.seed)
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     fusions = {
+        "fused: equal weights (all six views)": fuse(plain, dict.fromkeys(views, 1.0)),
         "fused: equal weights (default views)": fuse(
             {v: plain[v] for v in defaults}, dict.fromkeys(defaults, 1.0)
         ),

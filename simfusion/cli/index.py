@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 fusion=args.fusion,
                 pooling=args.pooling,
                 whiten=args.whiten or bool(tuning and tuning["whiten"]),
-                whiten_dim=args.whiten_dim,
+                whiten_dim=args.whiten_dim or (tuning and tuning.get("whiten_dim")),
                 kind=kind,
                 nlist=args.nlist,
                 nprobe=args.nprobe,
@@ -196,6 +196,9 @@ def tuned_settings(args, views: list[str] | None) -> dict | None:
     """Weights and whitening tuned on the catalog (simfusion.search.tune); None when it cannot tune
     (then every view weighs 1, as with --no_tune)."""
     options = TuneOptions(images=args.tune_images, try_whiten=not args.whiten)
+    with FeatureStore(store_path(args.model_save_path)) as store:
+        if views and not set(views) <= set(store.views):
+            return None  # the build says which views are unknown
     try:
         return tune_fusion(
             args.model_save_path,

@@ -36,6 +36,7 @@ from simfusion.search.vectors import fit_transform, transform
 log = logging.getLogger(__name__)
 
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+MIN_ITEMS = 50  # below this the objective is noise: every view keeps weight 1
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class TuneOptions:
     tolerance: float = 0.002
     try_whiten: bool = True
     max_catalog: int = 20_000
+    whiten_dim: int = 256  # the whitening tried (and used when chosen) keeps this many dimensions
     batch_size: int = 32
 
 
@@ -211,6 +213,8 @@ def tune_fusion(
         )
         ids = [ids[row] for row in keep]
         pooled = {view: vectors[keep] for view, vectors in pooled.items()}
+    if len(ids) < MIN_ITEMS:
+        raise ValueError(f"{len(ids)} catalog items are too few to tune on (at least {MIN_ITEMS})")
     records = [by_id.get(key, {}) for key in ids]
     images, rows = sample_thumbnails(records, options)
     if len(rows) < 4:
@@ -251,6 +255,7 @@ def tune_vectors(
     views = list(pooled)
     n = len(next(iter(pooled.values())))
     encoded = time.perf_counter() - start
+    whiten_dim = whiten_dim or options.whiten_dim
     plain = make_problem(
         pooled,
         query_maps,
@@ -274,9 +279,11 @@ def tune_vectors(
             whiten_dim=whiten_dim,
             consensus=plain.consensus,
         )
-    return _report(
+    report = _report(
         problems, views, options, seconds_before=encoded, start=start, copies=len(own), kinds=kinds, items=n
     )
+    report["whiten_dim"] = whiten_dim if report["whiten"] else None
+    return report
 
 
 def _report(problems, views, options, *, seconds_before, start, copies, kinds, items) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import pytest
 
 from simfusion.learn.encoders import ComputedEncoder, PretrainedEncoder, pool_grid_sqrt
 from simfusion.views.hog import hog_features
-from simfusion.views.pixels import PIXELS_SIZE, pixel_features
 from simfusion.views.registry import (
     AUTOENCODER,
     DEFAULT_VIEWS,
@@ -17,6 +16,7 @@ from simfusion.views.registry import (
     view_channels,
     view_spec,
 )
+from simfusion.views.tiny import TINY_SIZE, tiny_features
 
 
 def disc(size=64, radius=16, value=255):
@@ -61,12 +61,12 @@ def test_hog_vectors_do_not_depend_on_the_thumbnail_size():
     assert hog_features(np.stack([disc(128, 32)])).shape == hog_features(np.stack([disc(32, 8)])).shape
 
 
-def test_pixels_are_the_small_gray_image():
-    vectors = pixel_features(np.stack([disc(), np.full((64, 64, 3), 255, np.uint8)]))
-    assert vectors.shape == (2, PIXELS_SIZE * PIXELS_SIZE)
+def test_tiny_is_the_small_gray_image():
+    vectors = tiny_features(np.stack([disc(), np.full((64, 64, 3), 255, np.uint8)]))
+    assert vectors.shape == (2, TINY_SIZE * TINY_SIZE)
     assert vectors[1].min() == pytest.approx(1.0) and 0 < vectors[0].mean() < 0.5
     with pytest.raises(ValueError, match="uint8"):
-        pixel_features(np.zeros((1, 8, 8), np.float32))
+        tiny_features(np.zeros((1, 8, 8), np.float32))
 
 
 def test_computed_encoder_wraps_the_registry_function():

@@ -77,6 +77,18 @@ def test_a_view_that_adds_nothing_gets_weight_zero(rng):
     assert tuned["mrr"] == pytest.approx(1.0) and tuned["J"] > equal["J"]
 
 
+@pytest.mark.slow
+def test_a_small_catalog_is_not_tuned(tmp_path, rng, monkeypatch, capsys):
+    records = write_thumbnails(tmp_path, rng, n=20)
+    model = tmp_path / "model"
+    stdin = io.StringIO("".join(json.dumps(r) + "\n" for r in records))
+    argv = ["--model_save_path", str(model), "--views", "hog,tiny", "--im_height", "48", "--im_width", "48"]
+    assert train_main(argv + ["--no_progress"], stdin=stdin, stdout=io.StringIO()) == 0
+    assert index_main(["--model_save_path", str(model)]) == 0
+    meta = json.loads((model / "index" / "index.json").read_text())
+    assert meta["tuning"] is None and meta["weights"] == {"hog": 1.0, "tiny": 1.0}
+
+
 def test_consensus_needs_a_majority_of_views():
     a = np.array([[0.0, 0.9, 0.8, 0.1]])
     b = np.array([[0.0, 0.9, 0.1, 0.8]])
@@ -86,7 +98,7 @@ def test_consensus_needs_a_majority_of_views():
     )
 
 
-def write_thumbnails(folder, rng, n=24):
+def write_thumbnails(folder, rng, n=60):
     """Three kinds of thumbnails (disc, bar, square) in random colours; records name their files."""
     records = []
     yy, xx = np.mgrid[:48, :48]
@@ -111,18 +123,23 @@ def test_fusion_py_tunes_stores_the_report_and_no_tune_does_not(tmp_path, rng, m
     records = write_thumbnails(tmp_path, rng)
     model = tmp_path / "model"
     stdin = io.StringIO("".join(json.dumps(r) + "\n" for r in records))
-    argv = ["--model_save_path", str(model), "--views", "hog,pixels", "--im_height", "48", "--im_width", "48"]
+    argv = ["--model_save_path", str(model), "--views", "hog,tiny", "--im_height", "48", "--im_width", "48"]
     assert train_main(argv + ["--no_progress"], stdin=stdin, stdout=io.StringIO()) == 0
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     assert index_main(["--model_save_path", str(model), "--tune_images", "12"]) == 0
     summary = json.loads(capsys.readouterr().out)
     meta = json.loads((model / "index" / "index.json").read_text())
     tuning = meta["tuning"]
-    assert summary["tuning"] == tuning and set(tuning["weights"]) == {"hog", "pixels"}
-    assert tuning["copies"] == 24 and set(tuning["alone"]) == {"hog", "pixels"}
+    assert summary["tuning"] == tuning and set(tuning["weights"]) == {"hog", "tiny"}
+    assert (
+        tuning["copies"] == 24 and tuning["catalog_items"] == 60 and set(tuning["alone"]) == {"hog", "tiny"}
+    )
     assert meta["views"] == tuning["views"] and meta["whiten"] == tuning["whiten"]
     assert tuning["tuned"]["J"] >= tuning["equal"]["J"] - TuneOptions().tolerance
     assert tuning["seconds"] > 0
+    assert index_main(["--model_save_path", str(model), "--weights", "hog=2"]) == 0  # weights win
+    meta = json.loads((model / "index" / "index.json").read_text())
+    assert meta["tuning"] is None and meta["weights"] == {"hog": 2.0, "tiny": 1.0}
     assert index_main(["--model_save_path", str(model), "--no_tune"]) == 0
     meta = json.loads((model / "index" / "index.json").read_text())
-    assert meta["tuning"] is None and meta["weights"] == {"hog": 1.0, "pixels": 1.0}
+    assert meta["tuning"] is None and meta["weights"] == {"hog": 1.0, "tiny": 1.0}

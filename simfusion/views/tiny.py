@@ -1,7 +1,8 @@
-"""The `pixels` view: the thumbnail itself, shrunk to a small gray image, as a vector. No model.
+"""The `tiny` view: the thumbnail itself, shrunk to a tiny gray image, as a vector. No model.
 
-The raw-pixel baseline as a view: cheap, and in a fusion at a low weight it adds the layout and
-tone that the network views pool away (BENCHMARKS.md, Fashion-MNIST research log).
+The raw-pixel baseline as a view (named apart from evaluate.py's `pixels` baseline): cheap, and in a
+fusion at a low weight it adds the layout and tone that the network views pool away (BENCHMARKS.md,
+Fashion-MNIST research log).
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import numpy as np
 
 from simfusion.io.images import to_channels
 
-PIXELS_SIZE = 24
+TINY_SIZE = 24
 
 
-def pixel_features(images: np.ndarray, *, size: int = PIXELS_SIZE) -> np.ndarray:
+def tiny_features(images: np.ndarray, *, size: int = TINY_SIZE) -> np.ndarray:
     """(N, size * size) float32 of a uint8 batch (N, H, W[, C]): gray, area-resized, centred per image."""
     import cv2
 
