@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         rank_methods,
         score_rankings,
     )
+    from simfusion.learn.data import fit_image
     from simfusion.search.augment import augmented_copies
     from simfusion.search.rerank import rerank
     from simfusion.search.tune import TuneOptions, tune_vectors
@@ -131,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     options = TuneOptions(seed=args.seed)
     sample = np.sort(np.random.default_rng(args.seed).choice(len(catalog), options.images, replace=False))
     copies, sources, kinds = augmented_copies(list(catalog[sample]), copies=options.copies, seed=args.seed)
-    copy_maps = encode_all(encoders, np.stack(copies))
+    copy_maps = encode_all(
+        encoders, np.stack([fit_image(c, height=64, width=64, channels=3) for c in copies])
+    )
     pooled, _ = fit_transform({v: maps[v] for v in views})
     report = tune_vectors(
         {v: pooled[v] for v in defaults},

@@ -268,9 +268,9 @@ def train_pipeline(catalog: str, base: str, out: str, *, detector: str, size: in
         ("fusion.py", ["--model_save_path", model, "--log_level", "WARNING"], os.devnull, "index.json"),
     ]  # fmt: skip
     seconds = {}
-    # the default views are computed from the thumbnail: no saliency stage (as run-training.sh)
-    shutil.copyfile(os.path.join(out, "thumbnails.jsonl"), os.path.join(out, "views.jsonl"))
     for script, args, stdin, stdout in stages:
+        if script == "train.py":  # the default views are computed from the thumbnail: no saliency stage
+            shutil.copyfile(os.path.join(out, "thumbnails.jsonl"), os.path.join(out, "views.jsonl"))
         if stdout == "index.json":  # keep the equal-weight index beside the tuned one
             equal = os.path.join(model, "index-equal")
             shutil.copytree(os.path.join(model, "index"), equal, dirs_exist_ok=True)
