@@ -2,7 +2,9 @@
 # Train on a catalog once: detection -> thumbnails -> saliency/edge views -> training -> catalog index.
 #   ./run-training.sh [RECORDS.jsonl] [OUT_DIR]
 # Settings come from the environment: DETECTOR (objectness), DETECTION_IMAGES (set: draw the boxes),
-# IM_HEIGHT, IM_WIDTH, IM_CHANNEL (128, 128, 3), EDGES (hed; canny is fast), VIEWS, EPOCHS (5),
+# IM_HEIGHT, IM_WIDTH, IM_CHANNEL (128, 128, 3), EDGES (hed; canny is fast), VIEWS (train.py's default:
+# hed_vgg16,hog,tiny; the saliency stage runs when VIEWS names saliency, edges
+# or foreground), EPOCHS (5),
 # OBJECTIVE, FUSION_ARGS (extra fusion.py flags). Every stage's records are kept in OUT_DIR, so a failed record can be traced.
 set -euo pipefail
 records=${1:-local_test_data/catalog.jsonl}
@@ -21,9 +23,15 @@ echo "== thumbnails" >&2
 "$py" "$here/thumbnail.py" --base_image_path "$base" --output_image_path "$out/views/thumbnail" "${size[@]}" \
     < "$out/detections.jsonl" > "$out/thumbnails.jsonl"
 
-echo "== saliency, edge and foreground views" >&2
-"$py" "$here/saliency.py" --base_image_path "$out/views/thumbnail" --output_image_path "$out/views" \
-    ${EDGES:+--edges "$EDGES"} < "$out/thumbnails.jsonl" > "$out/views.jsonl"
+# the default views (train.py --help) are all computed from the thumbnail: the saliency stage runs
+# only when VIEWS asks for one of its views
+if [[ ",${VIEWS:-}," =~ ,(saliency|edges|foreground), ]]; then
+    echo "== saliency, edge and foreground views" >&2
+    "$py" "$here/saliency.py" --base_image_path "$out/views/thumbnail" --output_image_path "$out/views" \
+        ${EDGES:+--edges "$EDGES"} < "$out/thumbnails.jsonl" > "$out/views.jsonl"
+else
+    cp "$out/thumbnails.jsonl" "$out/views.jsonl"
+fi
 
 echo "== training" >&2
 "$py" "$here/train.py" --base_image_path_for_model "$out/views" --model_save_path "$out/model" "${size[@]}" \

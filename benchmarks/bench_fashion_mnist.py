@@ -45,7 +45,9 @@ def product_views(images: np.ndarray, *, edges: str) -> dict[str, np.ndarray]:
 
 def autoencoder_maps(train: np.ndarray, catalog: np.ndarray, *, epochs: int, objective: str, latent: int):
     """Train one autoencoder on `train` (N, 28, 28) and encode the catalog: feature maps (N, h, w, c)."""
-    from simfusion.learn.training import AutoencoderEncoder, TrainOptions, encode_images, train_view
+    from simfusion.learn.encoders import AutoencoderEncoder, encode_images
+    from simfusion.learn.options import TrainOptions
+    from simfusion.learn.trainer import train_view
 
     options = TrainOptions(epochs=epochs, batch_size=128, latent=latent, objective=objective, patience=3)
     model, _ = train_view(train[..., None], options=options, name=objective)
@@ -54,7 +56,7 @@ def autoencoder_maps(train: np.ndarray, catalog: np.ndarray, *, epochs: int, obj
 
 def hed_maps(catalog: np.ndarray, *, block: str, size: int, grid: int) -> np.ndarray:
     """The pretrained view: HED's VGG16 backbone on the image upscaled to `size`, pooled to a grid."""
-    from simfusion.learn.training import PretrainedEncoder, encode_images
+    from simfusion.learn.encoders import PretrainedEncoder, encode_images
 
     rgb = np.repeat(catalog[..., None], 3, axis=-1)
     return encode_images(

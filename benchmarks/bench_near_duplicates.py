@@ -260,16 +260,22 @@ def train_pipeline(catalog: str, base: str, out: str, *, detector: str, size: in
          catalog, "detections.jsonl"),
         ("thumbnail.py", ["--base_image_path", base, "--output_image_path", thumbnails, *shape, *quiet],
          "detections.jsonl", "thumbnails.jsonl"),
-        ("saliency.py", ["--base_image_path", thumbnails, "--output_image_path", views, *quiet],
-         "thumbnails.jsonl", "views.jsonl"),
         ("train.py", ["--base_image_path_for_model", views, "--model_save_path", model, *shape,
                       "--epochs", str(epochs), *quiet],
          "views.jsonl", "trained.jsonl"),
+        ("fusion.py", ["--model_save_path", model, "--no_tune", "--log_level", "WARNING"], os.devnull,
+         "index-equal.json"),
         ("fusion.py", ["--model_save_path", model, "--log_level", "WARNING"], os.devnull, "index.json"),
     ]  # fmt: skip
     seconds = {}
     for script, args, stdin, stdout in stages:
-        seconds[script.removesuffix(".py")] = run_script(
+        if script == "train.py":  # the default views are computed from the thumbnail: no saliency stage
+            shutil.copyfile(os.path.join(out, "thumbnails.jsonl"), os.path.join(out, "views.jsonl"))
+        if stdout == "index.json":  # keep the equal-weight index beside the tuned one
+            equal = os.path.join(model, "index-equal")
+            shutil.copytree(os.path.join(model, "index"), equal, dirs_exist_ok=True)
+        name = script.removesuffix(".py") + (" --no_tune" if "--no_tune" in args else "")
+        seconds[name] = run_script(
             script,
             args,
             stdin=os.path.join(out, stdin),  # an absolute path (catalog, os.devnull) stays as it is
@@ -284,23 +290,31 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
     encoded as predict.py encodes them; and how well each query's vector matched its catalog entry."""
     from simfusion.search.catalog import Catalog
     from simfusion.search.index import search
+    from simfusion.search.index_files import load_index
+    from simfusion.search.vectors import transform
 
     catalog = Catalog.open(model)
-    index = catalog.index
+    tuned = catalog.index
+    index = load_index(os.path.join(model, "index-equal"))  # every view, weight 1
     # fresh query records (no `box`): the query goes through detection like a new photo would
     queries = [{"id": record["id"], "image": record["image"]} for record in records]
     start = time.perf_counter()
-    encoded = catalog.encode(queries, base_path=base)
-    vectors = catalog.vectors(encoded.maps)
+    encoded = catalog.encode(queries, base_path=base, views=index.views)
+    vectors = transform(encoded.maps, index.params, pooling=index.meta["pooling"])
     encode_seconds = time.perf_counter() - start
     if len(encoded.records) != len(records):
         raise RuntimeError(f"only {len(encoded.records)} of {len(records)} queries could be encoded")
     row_of = {record["id"]: row for row, record in enumerate(records)}
     size = len(index)
     out, agreement = {}, {}
-    for method, views in [("fused", None), *((view, [view]) for view in index.views)]:
-        wanted = {view: vectors[view] for view in (views or index.views)}
-        found = search(index, wanted, k=size, views=views)
+    tuned_vectors = transform(
+        {view: encoded.maps[view] for view in tuned.views}, tuned.params, pooling=tuned.meta["pooling"]
+    )
+    methods = [("fused: equal weights", index, vectors, None), ("fused: tuned", tuned, tuned_vectors, None)]
+    methods += [(view, index, vectors, [view]) for view in index.views]
+    for method, searched, query_vectors, views in methods:
+        wanted = {view: query_vectors[view] for view in (views or searched.views)}
+        found = search(searched, wanted, k=size, views=views)
         ranking, self_scores, self_first = [], [], 0
         for query, hits in zip(records, found, strict=True):
             rows = [row_of[hit["id"]] for hit in hits if hit["id"] != query["id"]]
@@ -313,11 +327,8 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
             "self_score": float(np.nanmean(self_scores)),
             "self_first": self_first / len(records),
         }
-    return out, {
-        "agreement": agreement,
-        "encode_seconds": encode_seconds,
-        "detector": catalog.pipeline.detector,
-    }
+    detector = catalog.pipeline.detector
+    return out, {"agreement": agreement, "encode_seconds": encode_seconds, "detector": detector}
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -393,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             for method, ranking in rankings.items():
                 rows.append((f"pipeline ({label}: {detector}), {method}", metrics(ranking, labels, kinds, k)))
                 print(f"{rows[-1][0]}: mAP {rows[-1][1]['mAP']:.3f}", file=sys.stderr)
-            fused = info["agreement"]["fused"]
+            fused = info["agreement"]["fused: tuned"]
             notes.append(
                 f"`{detector}`: stages {', '.join(f'{s} {t:.0f} s' for s, t in stage_seconds.items())}; "
                 f"{len(records)} queries encoded in memory in {info['encode_seconds']:.0f} s; "
@@ -431,8 +442,10 @@ def main(argv: list[str] | None = None) -> int:
             f"P@{k} = R-precision; the variant columns are the mAP of the queries of that kind.",
             "",
             "Pipeline: the stage scripts in turn (object_detection.py, thumbnail.py at "
-            f"{args.size}x{args.size} RGB, saliency.py with HED edges, train.py {args.epochs} epochs "
-            "with the default objective and views, fusion.py's default early-fusion exact index); "
+            f"{args.size}x{args.size} RGB, train.py {args.epochs} epochs with the default objective and "
+            "views (all computed from the thumbnail, so no saliency stage), then fusion.py twice: "
+            "`--no_tune` (every view weighs 1: 'fused: equal weights', and the single views) and the "
+            "default, tuned without labels on augmented copies of catalog thumbnails ('fused: tuned'); "
             "the queries are encoded in memory the way predict.py does (simfusion.pipeline, "
             "detection included) and searched with `simfusion.search.index.search`, fused and view by "
             "view. Hashes: imagehash on the files, ranked by Hamming distance; ties break in the "

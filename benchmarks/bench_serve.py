@@ -174,7 +174,7 @@ def stages(model: str, images: list[np.ndarray], repeat: int) -> dict[str, float
     from dataclasses import replace
 
     from simfusion.io.records import record_json
-    from simfusion.learn.training import encode_views
+    from simfusion.learn.encoders import encode_views
     from simfusion.pipeline import detect_boxes, view_images
     from simfusion.search.catalog import Catalog
 

@@ -61,7 +61,9 @@ def bench_training(size: int, n: int, *, objective: str, epochs: int = 3) -> flo
     """Training images/s: training images over the fastest epoch after the first."""
     import keras
 
-    from simfusion.learn.training import ArrayImages, TrainOptions, train_view
+    from simfusion.learn.data import ArrayImages
+    from simfusion.learn.options import TrainOptions
+    from simfusion.learn.trainer import train_view
 
     times: list[float] = []
 
@@ -83,7 +85,7 @@ def bench_training(size: int, n: int, *, objective: str, epochs: int = 3) -> flo
 def bench_encoding(size: int, n: int) -> float:
     """Encoding images/s of an (untrained: same cost) autoencoder's encoder, batches of 64."""
     from simfusion.learn.autoencoder import build_autoencoder
-    from simfusion.learn.training import AutoencoderEncoder
+    from simfusion.learn.encoders import AutoencoderEncoder
 
     encoder = AutoencoderEncoder(build_autoencoder((size, size, 3), objective="plain"))
     batch = SyntheticImages(64, size).load(range(64))
@@ -109,7 +111,7 @@ def store_child(n: int, size: int, folder: str) -> dict:
 
     from simfusion.io.store import FeatureStore, StoreWriter
     from simfusion.learn.autoencoder import build_autoencoder
-    from simfusion.learn.training import AutoencoderEncoder, iter_encoded
+    from simfusion.learn.encoders import AutoencoderEncoder, iter_encoded
 
     encoder = AutoencoderEncoder(build_autoencoder((size, size, 3), objective="plain"))
     encoder(np.zeros((1, size, size, 3), np.uint8))

@@ -18,10 +18,12 @@ import numpy as np
 
 from simfusion.detect.boxes import main_box
 from simfusion.detect.registry import DEFAULT_DETECTOR, NO_DETECTOR, make_detector
+from simfusion.io.atomic import read_json
 from simfusion.io.images import load_image
 from simfusion.io.records import record_path, set_error
 from simfusion.io.stage import batched, map_records
-from simfusion.learn.training import TRAINING_JSON, encode_views, read_json
+from simfusion.learn.encoders import TRAINING_JSON, encode_views
+from simfusion.views.registry import SALIENCY_VIEWS, THUMBNAIL
 from simfusion.views.saliency import compute_views, to_uint8
 from simfusion.views.thumbnail import make_thumbnail
 
@@ -36,8 +38,6 @@ DEFAULT_PIPELINE = {
     "edges": "hed",
     "foreground_fill": "white",
 }
-THUMBNAIL = "thumbnail"
-SALIENCY_VIEWS = ("saliency", "edges", "foreground")
 
 
 @dataclass(frozen=True)

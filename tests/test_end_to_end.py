@@ -41,6 +41,8 @@ def test_training_then_prediction_on_the_sample_catalog(tmp_path):
         "IM_WIDTH": "32",
         "EPOCHS": "1",
         "EDGES": "canny",
+        # trained and saliency-stage views too (the default views are all computed from the thumbnail)
+        "VIEWS": "thumbnail,edges,hed_vgg16",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
 

@@ -26,6 +26,7 @@ from simfusion.search.catalog import Catalog
 from simfusion.search.faiss_index import parse_bytes
 from simfusion.search.index import KINDS, IndexFileError
 from simfusion.search.index_files import save_index
+from simfusion.search.tune import TuneOptions, tune_fusion
 from simfusion.search.vectors import FUSIONS, POOLINGS, UnknownViewError, parse_weights
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,17 @@ def build_parser():
     parser.add_argument(
         "--pooling", choices=POOLINGS, default="avgmax", help="how a feature map becomes a vector"
     )
-    parser.add_argument("--whiten", action="store_true", help="PCA-whiten each view, fitted on the catalog")
+    parser.add_argument(
+        "--whiten", action="store_true", help="PCA-whiten each view, fitted on the catalog (default: tuned)"
+    )
+    parser.add_argument(
+        "--no_tune",
+        action="store_true",
+        help="no unsupervised tuning of the views' weights and whitening: every view weighs 1 (or --weights)",
+    )
+    parser.add_argument(
+        "--tune_images", type=positive_int, default=TuneOptions.images, help="catalog items the tuning copies"
+    )
     parser.add_argument(
         "--whiten_dim", type=positive_int, help="dimensions kept by the whitening (default all)"
     )
@@ -130,7 +141,6 @@ def read_ids(stream) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
@@ -157,42 +167,71 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as exc:  # e.g. a store view that cannot be computed from a new image
                 log.error("add: %s", exc)
                 return 1
-        views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else None
-        if views is None:
-            with FeatureStore(store_path(args.model_save_path)) as store:
-                known = store.views
-        else:
-            known = views
-        try:
-            weights = parse_weights(args.weights, known)
-        except ValueError as exc:
-            parser.error(f"--weights: {exc}")
-        try:
-            index = build_catalog_index(
-                store_path(args.model_save_path),
-                views=views,
-                weights=weights,
-                fusion=args.fusion,
-                pooling=args.pooling,
-                whiten=args.whiten,
-                whiten_dim=args.whiten_dim,
-                kind=kind,
-                nlist=args.nlist,
-                nprobe=args.nprobe,
-                ef_search=args.ef_search,
-                hnsw_m=args.hnsw_m,
-                max_memory=args.max_index_memory,
-                target_latency_ms=args.target_latency_ms,
-            )
-        except UnknownViewError as exc:
-            parser.error(f"--views: {exc}")
-        with write_lock(args.model_save_path):
-            folder = save_index(index, index_path(args.model_save_path))
-        print(json.dumps(summary(index, folder), ensure_ascii=False), flush=True)
-        return 0
+        return build_main(args, parser, kind)
     except (OSError, StoreFormatError, IndexFileError) as exc:  # missing files, a full disk, a held lock
         log.error("%s", exc)
         return 1
+
+
+def build_main(args, parser, kind: str) -> int:
+    """Build the index: weights and whitening tuned on the catalog unless --weights or --no_tune."""
+    views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else None
+    if views is None:
+        with FeatureStore(store_path(args.model_save_path)) as store:
+            known = store.views
+    else:
+        known = views
+    try:
+        weights = parse_weights(args.weights, known)
+    except ValueError as exc:
+        parser.error(f"--weights: {exc}")
+    tuning = None if (args.no_tune or args.weights) else tuned_settings(args, views)
+    if tuning:
+        views, weights = tuning["views"], {v: tuning["weights"][v] for v in tuning["views"]}
+    try:
+        index = build_catalog_index(
+            store_path(args.model_save_path),
+            views=views,
+            weights=weights,
+            fusion=args.fusion,
+            pooling=args.pooling,
+            whiten=args.whiten or bool(tuning and tuning["whiten"]),
+            whiten_dim=args.whiten_dim or (tuning and tuning.get("whiten_dim")),
+            kind=kind,
+            nlist=args.nlist,
+            nprobe=args.nprobe,
+            ef_search=args.ef_search,
+            hnsw_m=args.hnsw_m,
+            max_memory=args.max_index_memory,
+            target_latency_ms=args.target_latency_ms,
+        )
+    except UnknownViewError as exc:
+        parser.error(f"--views: {exc}")
+    index.meta["tuning"] = tuning
+    with write_lock(args.model_save_path):
+        folder = save_index(index, index_path(args.model_save_path))
+    print(json.dumps({**summary(index, folder), "tuning": tuning}, ensure_ascii=False), flush=True)
+    return 0
+
+
+def tuned_settings(args, views: list[str] | None) -> dict | None:
+    """Weights and whitening tuned on the catalog (simfusion.search.tune); None when it cannot tune
+    (then every view weighs 1, as with --no_tune)."""
+    options = TuneOptions(images=args.tune_images, try_whiten=not args.whiten)
+    with FeatureStore(store_path(args.model_save_path)) as store:
+        if views and not set(views) <= set(store.views):
+            return None  # the build says which views are unknown
+    try:
+        return tune_fusion(
+            args.model_save_path,
+            views=views,
+            pooling=args.pooling,
+            whiten_dim=args.whiten_dim,
+            options=options,
+        )
+    except ValueError as exc:
+        log.warning("tune: %s; every view weighs 1", exc)
+        return None
 
 
 def add_main(args) -> int:

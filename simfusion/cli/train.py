@@ -7,15 +7,10 @@ import sys
 
 from simfusion.cli.common import configure_logging, positive_int
 from simfusion.io.records import mark_duplicates, parse_records, write_record
-from simfusion.learn.options import OBJECTIVES
-from simfusion.learn.training import (
-    DEFAULT_VIEWS,
-    HED_BLOCKS,
-    STAGE,
-    TooFewImagesError,
-    TrainOptions,
-    train_catalog,
-)
+from simfusion.learn.data import TooFewImagesError
+from simfusion.learn.options import OBJECTIVES, TrainOptions
+from simfusion.learn.training import STAGE, train_catalog
+from simfusion.views.registry import DEFAULT_VIEWS, HED_BLOCKS, VIEWS, check_view_name
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +20,7 @@ def parse_views(text: str) -> tuple[str, ...]:
     if not views:
         raise ValueError("give at least one view")
     for view in views:
-        if not all(c.isalnum() or c in "_-" for c in view):
-            raise ValueError(f"a view name is letters, digits, '_' or '-', not {view!r}")
+        check_view_name(view)
     return views
 
 
@@ -50,7 +44,10 @@ def build_parser():
     parser.add_argument("--im_width", type=positive_int, default=128, help="thumbnail width in pixels")
     parser.add_argument("--im_channel", type=int, choices=(1, 3), default=3, help="1 (gray) or 3 (RGB)")
     parser.add_argument(
-        "--views", default=",".join(DEFAULT_VIEWS), help="comma-separated views to train/encode"
+        "--views",
+        default=",".join(DEFAULT_VIEWS),
+        help=f"comma-separated views to train/encode, of {','.join(VIEWS)} (any other name: an autoencoder "
+        "over <base>/<name>/ images)",
     )
     parser.add_argument("--epochs", type=positive_int, default=TrainOptions.epochs)
     parser.add_argument("--batch_size", type=positive_int, default=TrainOptions.batch_size)
@@ -72,10 +69,16 @@ def build_parser():
     )
     parser.add_argument("--seed", type=int, default=TrainOptions.seed)
     parser.add_argument(
-        "--hed_block", choices=HED_BLOCKS, default="block5", help="HED backbone block of hed_vgg16"
+        "--hed_block", choices=HED_BLOCKS, help="HED backbone block of hed_vgg16 (default block3)"
     )
     parser.add_argument(
-        "--hed_grid", type=positive_int, default=2, help="hed_vgg16 pooled to a grid x grid map"
+        "--hed_grid", type=positive_int, help="hed_vgg16 pooled to a grid x grid map (default 4)"
+    )
+    parser.add_argument(
+        "--time_budget",
+        type=float,
+        help="seconds of training per trained view; stops it when spent, whatever --epochs says "
+        "(give many --epochs with it on a GPU)",
     )
     parser.add_argument("--encode_batch_size", type=positive_int, default=64)
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
         parser.error(f"--views: {exc}")
     if not 0 <= args.validation_split < 1:
         parser.error("--validation_split must be in [0, 1)")
+    if args.time_budget is not None and not args.time_budget > 0:
+        parser.error("--time_budget must be > 0 seconds")
     if args.learning_rate <= 0 or args.contrastive_weight < 0:
         parser.error("--learning_rate must be > 0 and --contrastive_weight >= 0")
     configure_logging(args.log_level)
@@ -111,6 +116,7 @@ def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
         seed=args.seed,
         learning_rate=args.learning_rate,
         contrastive_weight=args.contrastive_weight,
+        time_budget=args.time_budget,
     )
     records = list(mark_duplicates(parse_records(stdin)))
     skipped = sum("error" in record for record in records)

@@ -29,6 +29,7 @@ from simfusion.evaluate.metrics import (
     rank_catalog,
     recall_at_k,
 )
+from simfusion.io.atomic import read_json
 from simfusion.io.images import ImageError, load_image
 from simfusion.io.records import record_id
 from simfusion.io.store import FeatureStore, store_path
@@ -47,6 +48,8 @@ from simfusion.search.vectors import (
 )
 
 log = logging.getLogger(__name__)
+
+TUNED = "fused: tuned (the index's weights)"
 
 BASELINES = ("pixels", "pca", "histogram")
 BASELINE_SIZE = 32  # thumbnails are shrunk to this for the pixel baselines
@@ -190,11 +193,11 @@ def evaluate_store(
         views = list(views or store.views)
         check_views(views, store.views, holder="the store")
         weights_by_view = parse_weights(weights, views)
-        ids, pooled = catalog_vectors(store, views, pooling=pooling)
+        all_ids, pooled = catalog_vectors(store, views, pooling=pooling)
         records = {record_id(r): r for r in store.records()}
     # the same whitening fusion.py --whiten fits on the catalog
     vectors = {view: apply_whitening(v, fit_whitening(v)) for view, v in pooled.items()} if whiten else pooled
-    ids, vectors, labels = labelled(ids, vectors, records, category_key=category_key)
+    ids, vectors, labels = labelled(all_ids, vectors, records, category_key=category_key)
     k_max = min(max(ks), len(ids) - 1)
     ks = sorted({min(k, k_max) for k in ks})
     query_rows = draw_queries(len(ids), n_queries, seed=seed)
@@ -211,6 +214,10 @@ def evaluate_store(
         rankings[FUSED] = fused_ranking(
             vectors, query_rows, k=k_max, fusion=fusion, weights=weights_by_view, view_rankings=rankings
         )
+    tuned = tuned_vectors(model_save_path, pooled)
+    if tuned is not None:
+        _, tuned_rows, _ = labelled(all_ids, tuned[0], records, category_key=category_key)
+        rankings[TUNED] = fused_ranking(tuned_rows, query_rows, k=k_max, fusion=fusion, weights=tuned[1])
     results = score_rankings(rankings, labels, query_rows, ks=ks)
     return {
         "model_save_path": model_save_path,
@@ -224,6 +231,20 @@ def evaluate_store(
         "pooling": pooling,
         "results": results,
     }
+
+
+def tuned_vectors(
+    model_save_path: str, pooled: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, float]] | None:
+    """The vectors and weights of the fusion the index was built with (tuned weights and
+    whitening, views at weight 0 left out), or None when the index was not tuned."""
+    tuning = index_tuning(model_save_path)
+    if not tuning or not set(tuning["views"]) <= set(pooled):
+        return None
+    tuned = {view: pooled[view] for view in tuning["views"]}
+    if tuning["whiten"]:
+        tuned = {view: apply_whitening(v, fit_whitening(v)) for view, v in tuned.items()}
+    return tuned, tuning["weights"]
 
 
 def labelled(
@@ -242,6 +263,14 @@ def labelled(
     ids = [ids[i] for i in keep]
     labels = np.array([str(records[key][category_key]) for key in ids])
     return ids, {view: vecs[keep] for view, vecs in vectors.items()}, labels
+
+
+def index_tuning(model_save_path: str) -> dict[str, Any] | None:
+    """The tuning report fusion.py stored in the index's meta, or None (no index, or built untuned)."""
+    path = os.path.join(model_save_path, "index", "index.json")
+    if not os.path.exists(path):
+        return None
+    return read_json(path).get("tuning")
 
 
 def _load_thumbnails(records: Sequence[Mapping[str, Any]], *, base_path: str) -> np.ndarray:

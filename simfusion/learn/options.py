@@ -26,6 +26,7 @@ class TrainOptions:
     learning_rate: float = 1e-3
     contrastive_weight: float = 0.1
     filters: tuple[int, int, int] = field(default=(32, 64, 128))
+    time_budget: float | None = None  # seconds per view; training stops when spent (None: epochs only)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -33,5 +34,7 @@ class TrainOptions:
         for name in ("epochs", "batch_size", "latent", "patience"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive whole number, not {getattr(self, name)}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be > 0 seconds, not {self.time_budget}")
         if not 0 <= self.validation_split < 1:
             raise ValueError(f"validation_split must be in [0, 1), not {self.validation_split}")

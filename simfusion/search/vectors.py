@@ -91,7 +91,10 @@ def fit_whitening(
     dim = limit if dim is None else dim
     if not 0 < dim <= limit:
         raise ValueError(f"whitening dim must be in 1..{limit} (catalog size and vector length), not {dim}")
-    pca = PCA(n_components=dim, svd_solver="full" if limit <= 2048 else "randomized", random_state=seed)
+    # a full SVD of a few thousand vectors of thousands of dimensions takes many seconds: keeping a
+    # few components (dim well below the limit) needs only a randomized one
+    full = limit <= 2048 and dim > limit // 4
+    pca = PCA(n_components=dim, svd_solver="full" if full else "randomized", random_state=seed)
     pca.fit(array)
     variance = pca.explained_variance_.astype(np.float64)
     scale = np.power(variance + shrinkage * max(variance.mean(), _EPS) + _EPS, -power)

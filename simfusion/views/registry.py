@@ -1,0 +1,108 @@
+"""Every view the product knows: its name, what it is computed from, and how it is encoded.
+
+Adding a view is one module (its pure core) plus one line in `VIEWS`. Kinds:
+- `autoencoder`: one convolutional autoencoder trained per catalog on the view's images
+  (simfusion.learn.autoencoder); a view name the registry does not know is one of these, trained
+  on the images under `<base>/<name>/`, so a user's own folder of view images works too;
+- `pretrained`: a pretrained network's features of its source image (HED's VGG16 backbone,
+  a block pooled to a grid with square-root pooling), nothing trained;
+- `computed`: a fixed function of its source image (`compute`, a batch -> (N, d) vectors);
+- `student`: a small CNN trained per catalog to predict pseudo-labels, the k-means clusters of
+  its teacher views' features (no labels; simfusion.learn.students).
+
+`source` is the view image a view reads: the thumbnail, or one of the saliency stage's images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from simfusion.views.hog import hog_features
+from simfusion.views.saliency import VIEW_NAMES as SALIENCY_VIEWS
+from simfusion.views.tiny import tiny_features
+
+AUTOENCODER, PRETRAINED, COMPUTED, STUDENT = "autoencoder", "pretrained", "computed", "student"
+KINDS = (AUTOENCODER, PRETRAINED, COMPUTED, STUDENT)
+THUMBNAIL = "thumbnail"
+# the view images the stages write, from which every view is computed
+IMAGE_VIEWS = (THUMBNAIL, *SALIENCY_VIEWS)
+HED_BLOCKS = ("block3", "block4", "block5")
+
+
+@dataclass(frozen=True)
+class View:
+    """One view: `kind` (see the module), `source` image view, gray (single-channel) images or not,
+    kind-specific `options`, and for a computed view its function."""
+
+    name: str
+    kind: str = AUTOENCODER
+    source: str = ""
+    gray: bool = False
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    compute: Callable[[np.ndarray], np.ndarray] | None = None
+
+    @property
+    def image(self) -> str:
+        """The view image it reads."""
+        return self.source or self.name
+
+    @property
+    def trained(self) -> bool:
+        """Whether train.py fits a model for it on the catalog."""
+        return self.kind in (AUTOENCODER, STUDENT)
+
+
+def _options(**values: Any) -> Mapping[str, Any]:
+    return MappingProxyType(values)
+
+
+VIEWS: dict[str, View] = {
+    view.name: view
+    for view in (
+        View("thumbnail"),
+        View("foreground"),
+        View("edges", gray=True),
+        View("saliency", gray=True),
+        View("hed_vgg16", PRETRAINED, THUMBNAIL, options=_options(block="block3", grid=4, size=64)),
+        View("hed_vgg16_block4", PRETRAINED, THUMBNAIL, options=_options(block="block4", grid=4, size=64)),
+        View("hog", COMPUTED, THUMBNAIL, compute=hog_features),
+        View("tiny", COMPUTED, THUMBNAIL, compute=tiny_features),
+        View("student", STUDENT, THUMBNAIL, options=_options(teachers=("hed_vgg16", "hog"), clusters=50)),
+        # slot: "mobilenet_v3", PRETRAINED on the thumbnail, the COCO detector's backbone (another issue)
+    )
+}
+
+# What train.py trains and encodes when --views is not given. Measured (BENCHMARKS.md, fusion): on
+# product catalogs the autoencoder and the student rank below these three and pull the fusion down,
+# and they cost most of the ingestion; they stay selectable with --views.
+DEFAULT_VIEWS = ("hed_vgg16", "hog", "tiny")
+
+
+def view_spec(name: str) -> View:
+    """The registered view of that name; an unknown name is an autoencoder over its own images."""
+    return VIEWS.get(name) or View(name)
+
+
+def check_view_name(name: str) -> str:
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"a view name is letters, digits, '_' or '-', not {name!r}")
+    return name
+
+
+def view_channels(name: str, channels: int) -> int:
+    """Channels a view's images are read with: 1 for gray maps, 3 for pretrained/computed/student
+    views (their networks take RGB), else the thumbnail's `channels`."""
+    spec = view_spec(name)
+    if spec.kind != AUTOENCODER:
+        return 3
+    return 1 if spec.gray else channels
+
+
+def image_view(name: str) -> str:
+    """The view whose image files a view reads (a pretrained view reads the thumbnail)."""
+    return view_spec(name).image
