@@ -58,51 +58,32 @@ def error_response(status: int, message: str, **extra: Any):
     return json_response({"error": message, "status": status, **extra}, status)
 
 
-def create_app(
-    service: Service,
-    *,
-    api_key: str | None = None,
-    threads: int = 4,
-    request_timeout: float = REQUEST_TIMEOUT,
-    max_upload: int = MAX_UPLOAD_BYTES,
-    warm: bool = True,
-):
-    """The FastAPI app serving `service`; `api_key` guards the write endpoints when given."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException
+class Context:
+    """What every route shares: the service, the thread pools, the limits, the key."""
 
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="search")
-    writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
-    state: dict[str, Any] = {"image_search": None}
+    def __init__(
+        self, service: Service, *, api_key: str | None, threads: int, request_timeout: float
+    ) -> None:
+        self.service, self.api_key, self.request_timeout = service, api_key, request_timeout
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="search")
+        self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+        self.state: dict[str, Any] = {"image_search": None}
 
-    @asynccontextmanager
-    async def lifespan(app):
-        if warm:
-            loop = asyncio.get_running_loop()
-            state["image_search"] = await loop.run_in_executor(pool, service.warm)
-        yield
-        pool.shutdown(wait=False, cancel_futures=True)
-        writer.shutdown(wait=False, cancel_futures=True)
-
-    app = FastAPI(title="simfusion", docs_url="/docs", redoc_url=None, lifespan=lifespan)
-    metrics = Metrics(service.size)
-    app.state.service, app.state.metrics = service, metrics
-
-    async def run(fn: Callable[[], Any], *, executor=pool, timeout: float = request_timeout) -> Any:
+    async def run(self, fn: Callable[[], Any], *, executor=None, timeout: float | None = None) -> Any:
         loop = asyncio.get_running_loop()
+        timeout = self.request_timeout if timeout is None else timeout
         try:
-            return await asyncio.wait_for(loop.run_in_executor(executor, fn), timeout)
+            return await asyncio.wait_for(loop.run_in_executor(executor or self.pool, fn), timeout)
         except asyncio.TimeoutError:
             raise ApiError(504, f"the request took longer than {timeout:g} s") from None
 
-    async def read_form(request: Request):
+    async def read_form(self, request):
         try:
             return await asyncio.wait_for(request.form(max_files=MAX_FILES, max_fields=256), READ_TIMEOUT)
         except asyncio.TimeoutError:
             raise ApiError(408, f"the request body did not arrive within {READ_TIMEOUT:g} s") from None
 
-    async def read_json(request: Request) -> dict[str, Any]:
+    async def read_json(self, request) -> dict[str, Any]:
         try:
             body = await asyncio.wait_for(request.body(), READ_TIMEOUT)
         except asyncio.TimeoutError:
@@ -115,18 +96,61 @@ def create_app(
             raise ApiError(400, "the JSON body must be an object")
         return value
 
-    def check_key(request: Request) -> None:
-        problem = key_problem(api_key, bearer_or_header(request.headers))
+    def check_key(self, request) -> None:
+        problem = key_problem(self.api_key, bearer_or_header(request.headers))
         if problem:
             raise ApiError(*problem)
 
-    def options_of(params) -> dict[str, Any]:
+    def options_of(self, params) -> dict[str, Any]:
         try:
-            return search_options(params, service.views())
+            return search_options(params, self.service.views())
         except (ValueError, UnknownViewError) as exc:
             raise ApiError(422, str(exc)) from None
 
-    # ---------------------------------------------------------------------------------- errors
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.writer.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(
+    service: Service,
+    *,
+    api_key: str | None = None,
+    threads: int = 4,
+    request_timeout: float = REQUEST_TIMEOUT,
+    max_upload: int = MAX_UPLOAD_BYTES,
+    warm: bool = True,
+):
+    """The FastAPI app serving `service`; `api_key` guards the write endpoints when given."""
+    from fastapi import FastAPI
+
+    ctx = Context(service, api_key=api_key, threads=threads, request_timeout=request_timeout)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if warm:
+            loop = asyncio.get_running_loop()
+            ctx.state["image_search"] = await loop.run_in_executor(ctx.pool, service.warm)
+        yield
+        ctx.shutdown()
+
+    app = FastAPI(title="simfusion", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    metrics = Metrics(service.size)
+    app.state.service, app.state.metrics = service, metrics
+    _error_routes(app)
+    _search_routes(app, ctx)
+    _item_routes(app, ctx)
+    _catalog_routes(app, ctx, metrics)
+    _static_routes(app)
+    app.add_middleware(BodyLimit, limit=max_upload)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too
+    return app
+
+
+def _error_routes(app) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
         return error_response(exc.status, exc.message, **exc.extra)
@@ -144,12 +168,15 @@ def create_app(
         log.exception("serve: %s %s failed", request.method, request.url.path)
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    # ---------------------------------------------------------------------------------- search
+
+def _search_routes(app, ctx: Context) -> None:
+    from fastapi import Request
+
     @app.post("/search")
     async def search(request: Request):
         kind = request.headers.get("content-type", "")
         if kind.startswith("multipart/form-data"):
-            form = await read_form(request)
+            form = await ctx.read_form(request)
             upload = form.get("image")
             if upload is None or isinstance(upload, str):
                 raise ApiError(400, "send the query image as the multipart file field `image`")
@@ -157,97 +184,105 @@ def create_app(
             if not data:
                 raise ApiError(400, "the uploaded image is empty")
             params = _merged(request.query_params, [(k, v) for k, v in form.multi_items() if k != "image"])
-            options = options_of(params)
+            options = ctx.options_of(params)
             record = {"upload": os.path.basename(upload.filename or "") or "image"}
             try:
-                answer = await run(lambda: service.search_upload(data, record, options))
+                answer = await ctx.run(lambda: ctx.service.search_upload(data, record, options))
             except ImageError as exc:
                 raise ApiError(415, f"not a readable image: {exc}") from None
             except ValueError as exc:  # e.g. a view that cannot be computed from a new image
                 raise ApiError(422, str(exc)) from None
             return json_response(answer)
-        body = await read_json(request)
+        body = await ctx.read_json(request)
         key = body.get("id")
         if not isinstance(key, str | int) or isinstance(key, bool) or key == "":
             raise ApiError(400, 'send an image (multipart field `image`) or JSON {"id": "<catalog id>"}')
-        options = options_of(_merged(request.query_params, body))
+        options = ctx.options_of(_merged(request.query_params, body))
         try:
-            return json_response(await run(lambda: service.search_id(str(key), options)))
+            return json_response(await ctx.run(lambda: ctx.service.search_id(str(key), options)))
         except KeyError:
             raise ApiError(404, f"no item {key!r} in the catalog") from None
 
-    # ----------------------------------------------------------------------------------- items
+
+def _item_routes(app, ctx: Context) -> None:
+    from fastapi import Request
+
     @app.get("/items/{item_id:path}/image")
     async def item_image(item_id: str):
         from fastapi.responses import Response
 
-        data = await run(lambda: service.picture(item_id))
+        data = await ctx.run(lambda: ctx.service.picture(item_id))
         if data is None:
-            found = await run(lambda: service.record(item_id))
+            found = await ctx.run(lambda: ctx.service.record(item_id))
             raise ApiError(404, f"no item {item_id!r} in the catalog" if found is None else "no picture")
         return Response(data, media_type="image/png", headers={"cache-control": "max-age=300"})
 
     @app.get("/items/{item_id:path}")
     async def item(item_id: str):
-        record = await run(lambda: service.record(item_id))
+        record = await ctx.run(lambda: ctx.service.record(item_id))
         if record is None:
             raise ApiError(404, f"no item {item_id!r} in the catalog")
         return json_response(record)
 
     @app.post("/items")
     async def add_items(request: Request):
-        check_key(request)
+        ctx.check_key(request)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ApiError(415, "send multipart/form-data: `image` files, each with a `record` JSON field")
-        form = await read_form(request)
+        form = await ctx.read_form(request)
         uploads = await _uploads(form)
-        out = await run(lambda: service.add(uploads), executor=writer)
+        out = await ctx.run(lambda: ctx.service.add(uploads), executor=ctx.writer)
         added = sum(bool(record.get("indexed")) for record in out)
         status = 200 if added else 422
-        return json_response({"added": added, "items": service.size(), "records": out}, status)
+        return json_response({"added": added, "items": ctx.service.size(), "records": out}, status)
 
     @app.delete("/items/{item_id:path}")
     async def remove_item(request: Request, item_id: str):
-        check_key(request)
-        summary = await run(lambda: service.remove([item_id]), executor=writer)
+        ctx.check_key(request)
+        summary = await ctx.run(lambda: ctx.service.remove([item_id]), executor=ctx.writer)
         if not summary["removed"]:
             raise ApiError(404, f"no item {item_id!r} in the catalog")
         return json_response(summary)
 
-    # ------------------------------------------------------------------------------ catalog-wide
+
+def _catalog_routes(app, ctx: Context, metrics: Metrics) -> None:
+    from fastapi import Request
+
     @app.post("/duplicates")
     async def duplicates(request: Request):
-        body = await read_json(request)
+        body = await ctx.read_json(request)
         try:
             threshold = float(body.get("threshold", DEFAULT_THRESHOLD))
             most = int(body.get("max_per_item", MAX_PER_ITEM))
-            views = options_of(body)["views"]
-            weights = options_of(body)["weights"]
+            views = ctx.options_of(body)["views"]
+            weights = ctx.options_of(body)["weights"]
         except (TypeError, ValueError) as exc:
             raise ApiError(422, str(exc)) from None
 
         def find():
-            return service.duplicates(threshold=threshold, max_per_item=most, views=views, weights=weights)
+            return ctx.service.duplicates(
+                threshold=threshold, max_per_item=most, views=views, weights=weights
+            )
 
         try:
-            groups = await run(find, timeout=max(request_timeout, 600.0))
+            groups = await ctx.run(find, timeout=max(ctx.request_timeout, 600.0))
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
         return json_response({"threshold": threshold, "duplicates": groups})
 
     @app.get("/categories")
     async def categories(key: str = "category"):
-        return json_response({"key": key, "values": await run(lambda: service.categories(key))})
+        return json_response({"key": key, "values": await ctx.run(lambda: ctx.service.categories(key))})
 
     @app.get("/health")
     async def health():
         return json_response(
             {
                 "status": "ok",
-                "items": service.size(),
-                "views": service.views(),
-                "image_search": state["image_search"] is None,
-                **({"image_search_error": state["image_search"]} if state["image_search"] else {}),
+                "items": ctx.service.size(),
+                "views": ctx.service.views(),
+                "image_search": ctx.state["image_search"] is None,
+                **({"image_search_error": ctx.state["image_search"]} if ctx.state["image_search"] else {}),
             }
         )
 
@@ -257,11 +292,6 @@ def create_app(
 
         body, kind = metrics.text()
         return Response(body, media_type=kind)
-
-    _static_routes(app)
-    app.add_middleware(BodyLimit, limit=max_upload)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too
-    return app
 
 
 def _static_routes(app) -> None:
