@@ -89,6 +89,21 @@ def _detector(spec: str):
     return make_detector(spec)
 
 
+def _boxes(
+    images: Sequence[np.ndarray], boxes: Sequence[Sequence[float] | None] | None, pipeline: Pipeline
+) -> tuple[list, list[dict[str, Any]]]:
+    """Each image's box: the one given, else the detector's; and the detection result ({} if none ran)."""
+    boxes = list(boxes) if boxes is not None else [None] * len(images)
+    todo = [row for row, box in enumerate(boxes) if box is None]
+    found: list[dict[str, Any]] = [{} for _ in images]
+    if todo:
+        detected = detect_boxes([images[r] for r in todo], detector=pipeline.detector)
+        for row, result in zip(todo, detected, strict=True):
+            found[row] = result
+            boxes[row] = result.get("box")
+    return boxes, found
+
+
 def view_images(
     images: Sequence[np.ndarray],
     views: Sequence[str],
@@ -108,15 +123,7 @@ def view_images(
             f"view(s) {', '.join(unknown)} cannot be computed from a new image (only {THUMBNAIL}, "
             f"{', '.join(SALIENCY_VIEWS)} and views made from them); leave them out with --views"
         )
-    boxes = list(boxes) if boxes is not None else [None] * len(images)
-    todo = [row for row, box in enumerate(boxes) if box is None]
-    found: list[dict[str, Any]] = [{} for _ in images]
-    if todo:
-        for row, result in zip(
-            todo, detect_boxes([images[r] for r in todo], detector=pipeline.detector), strict=True
-        ):
-            found[row] = result
-            boxes[row] = result.get("box")
+    boxes, found = _boxes(images, boxes, pipeline)
     thumbs = np.stack(
         [
             make_thumbnail(

@@ -86,27 +86,15 @@ def build_parser():
     return parser
 
 
-def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
-    import contextlib
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.model_save_path:
-        parser.error("--model_save_path is required: the folder the models and features.h5 go to")
-    try:
-        views = parse_views(args.views)
-    except ValueError as exc:
-        parser.error(f"--views: {exc}")
+def options_from(args, parser) -> TrainOptions:
+    """The training options of the flags; a bad value exits 2 with argparse's message."""
     if not 0 <= args.validation_split < 1:
         parser.error("--validation_split must be in [0, 1)")
     if args.time_budget is not None and not args.time_budget > 0:
         parser.error("--time_budget must be > 0 seconds")
     if args.learning_rate <= 0 or args.contrastive_weight < 0:
         parser.error("--learning_rate must be > 0 and --contrastive_weight >= 0")
-    configure_logging(args.log_level)
-    stdin = sys.stdin if stdin is None else stdin
-    stdout = sys.stdout if stdout is None else stdout
-    options = TrainOptions(
+    return TrainOptions(
         epochs=args.epochs,
         batch_size=args.batch_size,
         latent=args.latent,
@@ -118,6 +106,23 @@ def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
         contrastive_weight=args.contrastive_weight,
         time_budget=args.time_budget,
     )
+
+
+def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
+    import contextlib
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.model_save_path:
+        parser.error("--model_save_path is required: the folder the models and features.h5 go to")
+    try:
+        views = parse_views(args.views)
+    except ValueError as exc:
+        parser.error(f"--views: {exc}")
+    options = options_from(args, parser)
+    configure_logging(args.log_level)
+    stdin = sys.stdin if stdin is None else stdin
+    stdout = sys.stdout if stdout is None else stdout
     records = list(mark_duplicates(parse_records(stdin)))
     skipped = sum("error" in record for record in records)
     log.info(
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
                 encode_batch_size=args.encode_batch_size,
                 progress=not args.no_progress,
             )
-        except TooFewImagesError as exc:
+        except (TooFewImagesError, OSError) as exc:  # also a held lock, a full disk
             log.error("%s: %s", STAGE, exc)
             return 1
     for record in records:

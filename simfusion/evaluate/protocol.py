@@ -202,13 +202,7 @@ def evaluate_store(
     ks = sorted({min(k, k_max) for k in ks})
     query_rows = draw_queries(len(ids), n_queries, seed=seed)
 
-    methods = dict(vectors)
-    wanted = [name for name in baselines if name]
-    if wanted:
-        thumbs = _load_thumbnails([records[key] for key in ids], base_path=base_path)
-        methods.update(
-            {name: vecs for name, vecs in baseline_vectors(thumbs, seed=seed).items() if name in wanted}
-        )
+    methods = {**vectors, **baselines_of([records[key] for key in ids], baselines, base_path, seed=seed)}
     rankings = rank_methods(methods, query_rows, k=k_max)
     if len(vectors) > 1:
         rankings[FUSED] = fused_ranking(
@@ -231,6 +225,17 @@ def evaluate_store(
         "pooling": pooling,
         "results": results,
     }
+
+
+def baselines_of(
+    records: Sequence[Mapping[str, Any]], baselines: Sequence[str], base_path: str, *, seed: int
+) -> dict[str, np.ndarray]:
+    """The wanted baselines' vectors, computed from the records' thumbnails."""
+    wanted = [name for name in baselines if name]
+    if not wanted:
+        return {}
+    thumbs = _load_thumbnails(records, base_path=base_path)
+    return {name: vecs for name, vecs in baseline_vectors(thumbs, seed=seed).items() if name in wanted}
 
 
 def tuned_vectors(

@@ -82,10 +82,16 @@ def _start_model(source: ImageSource, options: TrainOptions, *, checkpoint_path,
 
     history_path = f"{checkpoint_path}.history.json" if checkpoint_path else None
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
-        model = keras.saving.load_model(checkpoint_path)
-        previous = read_json(history_path) if history_path and os.path.exists(history_path) else {}
-        log.info("%s: resuming from %s after %d epochs", name, checkpoint_path, len(previous.get("loss", [])))
-        return model, previous
+        try:
+            model = keras.saving.load_model(checkpoint_path)
+            previous = read_json(history_path) if history_path and os.path.exists(history_path) else {}
+        except (OSError, ValueError, KeyError) as exc:  # a checkpoint cut short by a kill
+            log.warning("%s: cannot resume from %s (%s); training from the start", name, checkpoint_path, exc)
+        else:
+            log.info(
+                "%s: resuming from %s after %d epochs", name, checkpoint_path, len(previous.get("loss", []))
+            )
+            return model, previous
     model = build_autoencoder(
         source.shape, latent=options.latent, filters=options.filters, objective=options.objective, name=name
     )
@@ -119,6 +125,30 @@ def _callbacks(options: TrainOptions, *, monitor, name, checkpoint_path, previou
     return callbacks
 
 
+def _datasets(source, train_idx, val_idx, options: TrainOptions, *, initial_epoch: int, name: str):
+    """The training and validation datasets (None without a validation split)."""
+    from simfusion.learn.autoencoder import Corruptor  # TensorFlow: imported when first used
+
+    # a resumed run draws new orders and augmentations rather than replaying the first epochs
+    seeded = replace(options, seed=options.seed + initial_epoch)
+    corruptor = Corruptor(options.objective, seed=seeded.seed)
+    train_ds = training_dataset(source, train_idx, options=seeded, corruptor=corruptor, training=True)
+    val_ds = (
+        training_dataset(source, val_idx, options=options, corruptor=corruptor, training=False)
+        if len(val_idx)
+        else None
+    )
+    log.info(
+        "%s: training on %d images, validating on %d, %s objective, input %s",
+        name,
+        len(train_idx),
+        len(val_idx),
+        options.objective,
+        "x".join(map(str, source.shape)),
+    )
+    return train_ds, val_ds
+
+
 def train_view(
     images: np.ndarray | ImageSource,
     *,
@@ -139,8 +169,6 @@ def train_view(
     """
     import keras
 
-    from simfusion.learn.autoencoder import Corruptor  # TensorFlow: imported when first used
-
     options = options or TrainOptions()
     source = as_source(images)
     train_idx, val_idx = split_indices(len(source), options.validation_split, seed=options.seed)
@@ -158,23 +186,7 @@ def train_view(
         previous_best=previous_best,
         extra=callbacks,
     )
-    # a resumed run draws new orders and augmentations rather than replaying the first epochs
-    seeded = replace(options, seed=options.seed + initial_epoch)
-    corruptor = Corruptor(options.objective, seed=seeded.seed)
-    train_ds = training_dataset(source, train_idx, options=seeded, corruptor=corruptor, training=True)
-    val_ds = (
-        training_dataset(source, val_idx, options=options, corruptor=corruptor, training=False)
-        if len(val_idx)
-        else None
-    )
-    log.info(
-        "%s: training on %d images, validating on %d, %s objective, input %s",
-        name,
-        len(train_idx),
-        len(val_idx),
-        options.objective,
-        "x".join(map(str, source.shape)),
-    )
+    train_ds, val_ds = _datasets(source, train_idx, val_idx, options, initial_epoch=initial_epoch, name=name)
     history = {key: list(values) for key, values in previous.items()}
     if initial_epoch >= options.epochs:
         return model, history
@@ -198,11 +210,18 @@ def train_view(
 
 
 def save_view(
-    model, history: Mapping[str, list[float]], *, model_save_path: str, view: str, objective: str
+    model,
+    history: Mapping[str, list[float]],
+    *,
+    model_save_path: str,
+    view: str,
+    objective: str,
+    filename: str | None = None,
 ) -> str:
-    """Save `<view>.keras`, `<view>.history.json` and the plot `<view>.loss.png`; returns the model's path."""
+    """Save the model as `filename` (default `<view>.keras`), `<view>.history.json` and the plot
+    `<view>.loss.png`; returns the model's path."""
     os.makedirs(model_save_path, exist_ok=True)
-    path = os.path.join(model_save_path, f"{view}.keras")
+    path = os.path.join(model_save_path, filename or f"{view}.keras")
     with atomic_path(path) as tmp:
         model.save(tmp)
     write_json(os.path.join(model_save_path, f"{view}.history.json"), dict(history))

@@ -9,10 +9,13 @@ view's encoder (simfusion.learn.encoders.load_encoders).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -22,7 +25,8 @@ import numpy as np
 
 from simfusion import __version__
 from simfusion.detect.registry import catalog_detector
-from simfusion.io.atomic import write_json
+from simfusion.io.atomic import read_json, remove_quietly, write_json
+from simfusion.io.lock import write_lock
 from simfusion.io.records import record_id, set_error
 from simfusion.io.stage import RECORD_FAILURES
 from simfusion.io.store import StoreWriter, now_iso, store_path
@@ -118,7 +122,12 @@ def pipeline_settings(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def view_entry(
-    view: str, *, channels: int, options: TrainOptions, hed: Mapping[str, Any] | None = None
+    view: str,
+    *,
+    channels: int,
+    options: TrainOptions,
+    hed: Mapping[str, Any] | None = None,
+    run: str = "",
 ) -> dict[str, Any]:
     """A view's training.json entry: its kind, source image and what its encoder is built from."""
     spec = view_spec(view)
@@ -135,37 +144,78 @@ def view_entry(
         entry["model"] = f"{view} (computed, {spec.compute.__module__})"
     elif spec.kind == STUDENT:
         entry.update(
-            model=f"{view}.keras",
+            model=model_file(view, run),
             teachers=list(spec.options["teachers"]),
             clusters=int(spec.options["clusters"]),
             objective="k-means pseudo-labels",
         )
     else:
-        entry.update(model=f"{view}.keras", objective=options.objective, latent=options.latent)
+        entry.update(
+            model=model_file(view, run),
+            objective=options.objective,
+            latent=options.latent,
+            options={**asdict(options), "filters": list(options.filters), "time_budget": None},
+        )
     return entry
+
+
+def model_file(view: str, run: str) -> str:
+    """A trained view's model file: named after its training run, so a new run never overwrites the
+    files the current training.json names (a run killed half-way leaves the old catalog whole)."""
+    return f"{view}.{run}.keras" if run else f"{view}.keras"
+
+
+def reusable_model(view: str, entry: Mapping[str, Any], model_save_path: str) -> str | None:
+    """For --resume: the model file of the previous run's view when it was trained exactly as
+    `entry` asks (same kind, source, channels, objective, latent, options), else None."""
+    path = os.path.join(model_save_path, TRAINING_JSON)
+    if not os.path.exists(path):
+        return None
+    try:
+        old = read_json(path)["views"].get(view)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    same = old and all(old.get(key) == entry.get(key) for key in entry if key != "model")
+    return old["model"] if same and os.path.exists(os.path.join(model_save_path, old["model"])) else None
 
 
 def train_autoencoders(
     views: Sequence[str],
     sources: Mapping[str, FileImages],
     *,
+    info: dict[str, Any],
     model_save_path: str,
     options: TrainOptions,
     resume: bool,
 ) -> None:
-    """Train (or, with --resume, keep) each autoencoder view's model and save it."""
+    """Train (or, with --resume, keep when it was trained with the same settings) each
+    autoencoder view's model and save it under this run's name."""
     for view in views:
         if view_spec(view).kind != AUTOENCODER:
             continue
-        final = os.path.join(model_save_path, f"{view}.keras")
-        if resume and os.path.exists(final):
-            log.info("%s: %s is already trained (%s); --resume keeps it", STAGE, view, final)
+        entry = info["views"][view]
+        kept = reusable_model(view, entry, model_save_path) if resume else None
+        if kept:
+            log.info(
+                "%s: %s is already trained with these settings (%s); --resume keeps it", STAGE, view, kept
+            )
+            entry["model"] = kept
             continue
-        checkpoint = os.path.join(model_save_path, CHECKPOINTS, f"{view}.keras")
+        # a checkpoint is resumed only by a run with the same settings
+        settings = {key: value for key, value in entry.items() if key != "model"}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+        checkpoint = os.path.join(model_save_path, CHECKPOINTS, f"{view}.{digest.hexdigest()[:12]}.keras")
         model, history = train_view(
             sources[view], options=options, checkpoint_path=checkpoint, resume=resume, name=view
         )
-        save_view(model, history, model_save_path=model_save_path, view=view, objective=options.objective)
+        save_view(
+            model,
+            history,
+            model_save_path=model_save_path,
+            view=view,
+            objective=options.objective,
+            filename=entry["model"],
+        )
 
 
 class _Teachers:
@@ -220,7 +270,14 @@ def train_student_view(
         size=int(spec.options.get("size", STUDENT_SIZE)),
         name=view,
     )
-    save_view(model, history, model_save_path=model_save_path, view=view, objective="k-means pseudo-labels")
+    save_view(
+        model,
+        history,
+        model_save_path=model_save_path,
+        view=view,
+        objective="k-means pseudo-labels",
+        filename=info["views"][view]["model"],
+    )
 
 
 def encode_catalog(
@@ -240,14 +297,14 @@ def encode_catalog(
     ids = [record_id(record) for record in good]
     teachers = _Teachers(views, len(good), seed=options.seed)
     order = sorted(views, key=lambda view: view_spec(view).kind == STUDENT)  # students last
-    with StoreWriter(store, attrs={"input_size": info["input_size"]}, catalog_records=catalog) as out:
+    attrs = {"input_size": info["input_size"], "run": info["run"]}
+    with StoreWriter(store, attrs=attrs, catalog_records=catalog) as out:
         for view in order:
             spec = info["views"][view]
             if spec["kind"] == STUDENT:
                 train_student_view(
                     view, teachers, sources, info=info, model_save_path=model_save_path, options=options
                 )
-                write_json(os.path.join(model_save_path, TRAINING_JSON), info)
             encoder = make_encoder(view, spec, info, model_save_path)
             attrs = {
                 "model": spec["model"],
@@ -265,6 +322,57 @@ def encode_catalog(
                 teachers.offer(view, start, maps)
             spec["encode_seconds"] = round(time.perf_counter() - start_time, 2)
             log.info("%s: encoded %d images of %s in %.1f s", STAGE, len(ids), view, spec["encode_seconds"])
+
+
+def remove_other_runs(model_save_path: str, *, keep: set[str]) -> None:
+    """Delete the model files of earlier runs that training.json no longer names."""
+    for name in os.listdir(model_save_path):
+        if name.endswith(".keras") and name not in keep:
+            remove_quietly(os.path.join(model_save_path, name))
+
+
+def usable_records(records, views, *, base, size, options: TrainOptions, progress: bool):
+    """The records whose every view image reads, and those images' paths per view; raises
+    TooFewImagesError, before any training, when too few are usable."""
+    height, width, channels = size
+    good = [record for record in records if "error" not in record]
+    paths = check_records(
+        good, views=views, base=base, height=height, width=width, channels=channels, progress=progress
+    )
+    good = [record for record in good if "error" not in record]
+    if any(view_spec(view).trained for view in views):
+        split_indices(len(good), options.validation_split, seed=options.seed)  # too few: fail before training
+    elif not good:
+        raise TooFewImagesError("no usable images to encode")
+    return good, paths
+
+
+def training_info(
+    good: Sequence[Mapping[str, Any]],
+    model_save_path: str,
+    views: Sequence[str],
+    size: tuple[int, int, int],
+    options: TrainOptions,
+    hed: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What training.json will say about this run (a new run id names its model files)."""
+    height, width, channels = size
+    run = uuid.uuid4().hex[:8]
+    return {
+        "package_version": __version__,
+        "created": now_iso(),
+        "run": run,
+        "input_size": [height, width, channels],
+        "options": {**asdict(options), "filters": list(options.filters)},
+        "objective": options.objective,
+        "latent": options.latent,
+        "epochs": options.epochs,
+        "store": os.path.basename(store_path(model_save_path)),
+        "pipeline": pipeline_settings(good),
+        "views": {
+            view: view_entry(view, channels=channels, options=options, hed=hed, run=run) for view in views
+        },
+    }
 
 
 def train_catalog(
@@ -289,48 +397,37 @@ def train_catalog(
     ValueError, before any training, when too few images are usable. `hed_block` / `hed_grid`
     override the registry's settings of the `hed_vgg16` view.
     """
-    good = [record for record in records if "error" not in record]
-    paths = check_records(
-        good, views=views, base=base, height=height, width=width, channels=channels, progress=progress
+    good, paths = usable_records(
+        records, views, base=base, size=(height, width, channels), options=options, progress=progress
     )
-    good = [record for record in good if "error" not in record]
-    if any(view_spec(view).trained for view in views):
-        split_indices(len(good), options.validation_split, seed=options.seed)  # too few: fail before training
-    elif not good:
-        raise TooFewImagesError("no usable images to encode")
     log_device(STAGE)
     os.makedirs(model_save_path, exist_ok=True)
     hed = {key: value for key, value in (("block", hed_block), ("grid", hed_grid)) if value is not None}
-    info: dict[str, Any] = {
-        "package_version": __version__,
-        "created": now_iso(),
-        "input_size": [height, width, channels],
-        "options": {**asdict(options), "filters": list(options.filters)},
-        "objective": options.objective,
-        "latent": options.latent,
-        "epochs": options.epochs,
-        "store": os.path.basename(store_path(model_save_path)),
-        "pipeline": pipeline_settings(good),
-        "views": {view: view_entry(view, channels=channels, options=options, hed=hed) for view in views},
-    }
+    info = training_info(good, model_save_path, views, (height, width, channels), options, hed)
     sources = {
         view: FileImages(
             paths[image_view(view)], height=height, width=width, channels=view_channels(view, channels)
         )
         for view in views
     }
-    train_autoencoders(views, sources, model_save_path=model_save_path, options=options, resume=resume)
-    write_json(os.path.join(model_save_path, TRAINING_JSON), info)
-    encode_catalog(
-        good,
-        views,
-        sources,
-        info=info,
-        model_save_path=model_save_path,
-        options=options,
-        encode_batch_size=encode_batch_size,
-    )
-    write_json(os.path.join(model_save_path, TRAINING_JSON), info)
+    # One writer at a time. The new run's models get new names; features.h5 (marked with the run)
+    # and then training.json (the commit point) replace the old ones; a kill before leaves the
+    # old catalog whole, a kill between the two is refused clearly until train.py runs again.
+    with write_lock(model_save_path):
+        train_autoencoders(
+            views, sources, info=info, model_save_path=model_save_path, options=options, resume=resume
+        )
+        encode_catalog(
+            good,
+            views,
+            sources,
+            info=info,
+            model_save_path=model_save_path,
+            options=options,
+            encode_batch_size=encode_batch_size,
+        )
+        write_json(os.path.join(model_save_path, TRAINING_JSON), info)
+        remove_other_runs(model_save_path, keep={spec["model"] for spec in info["views"].values()})
     for row, record in enumerate(good):
         # the same row in every view: all views are written for the same good records in order
         record["features"] = {"store": store_path(model_save_path), "row": row, "views": list(views)}

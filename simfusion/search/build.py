@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from simfusion.io.atomic import read_json
 from simfusion.io.records import record_id
-from simfusion.io.store import FeatureStore, store_path
+from simfusion.io.store import FeatureStore, StoreFormatError, store_path
 from simfusion.io.store_edit import append_items, remove_ids
+from simfusion.learn.encoders import TRAINING_JSON
 from simfusion.search.index import (
     EF_SEARCH,
     HNSW_M,
@@ -66,6 +68,24 @@ def store_signature(store, views: Sequence[str]) -> dict[str, Any]:
         for view in views
     }
     return signature
+
+
+def check_training_run(model_save_path: str | os.PathLike, store) -> None:
+    """Raise StoreFormatError when training.json and the store come from different training runs
+    (train.py was killed between writing the two): the encoders would not match the features."""
+    path = os.path.join(os.fspath(model_save_path), TRAINING_JSON)
+    if not os.path.exists(path):
+        return
+    try:
+        trained = read_json(path).get("run")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise StoreFormatError(f"cannot read {path} ({exc}); run train.py again") from exc
+    stored = store.attrs().get("run")
+    if trained and stored and trained != stored:
+        raise StoreFormatError(
+            f"{os.fspath(model_save_path)} holds the features of training run {stored} but the "
+            f"encoders of run {trained} (train.py was interrupted?); run train.py again"
+        )
 
 
 def check_store(index: CatalogIndex, store) -> None:

@@ -31,6 +31,7 @@ from simfusion.pipeline import Encoded, Pipeline, encode_images, encode_records,
 from simfusion.search.build import (
     add_catalog_items,
     check_store,
+    check_training_run,
     index_path,
     reconcile,
     remove_catalog_items,
@@ -82,6 +83,7 @@ class Catalog:
         that lags its store (an interrupted add or remove) is brought in line in memory; the next
         writer saves the repair."""
         with FeatureStore(store_path(self.path)) as store:
+            check_training_run(self.path, store)
             index = load_index(index_path(self.path))
             check_store(index, store)
             reconcile(index, store)

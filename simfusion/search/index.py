@@ -163,18 +163,22 @@ def build_index(
     index = CatalogIndex(
         meta=meta, params=dict(params), parts={}, ids=ids, labels=np.arange(len(ids), dtype=np.int64)
     )
+    _build_parts(index, vectors_by_view)
+    _check_recall(index, vectors_by_view)
+    log.info("indexed %d items: %s fusion of %s, %s index", len(ids), fusion, ", ".join(views), index.kind)
+    return index
+
+
+def _build_parts(index: CatalogIndex, vectors_by_view: Mapping[str, np.ndarray]) -> None:
     for name, data in _part_data(index, vectors_by_view).items():
         index.parts[name] = build_faiss_index(
             data,
             index.labels,
             kind=index.kind,
-            nlist=plan["nlist"],
-            hnsw_m=hnsw_m,
+            nlist=index.meta["nlist"],
+            hnsw_m=index.meta["hnsw_m"],
             pq_m=_part_pq_m(index, name),
         )
-    _check_recall(index, vectors_by_view)
-    log.info("indexed %d items: %s fusion of %s, %s index", len(ids), fusion, ", ".join(views), index.kind)
-    return index
 
 
 def _check_input(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -93,12 +94,15 @@ def test_train_writes_models_store_and_records(tmp_path, rng):
     assert [r["features"]["row"] for r in good] == list(range(15))
     assert good[0]["price"] == 0
 
-    for view in ("thumbnail", "edges"):
-        for suffix in (".keras", ".history.json", ".loss.png"):
-            assert (model_dir / f"{view}{suffix}").is_file()
-        assert (model_dir / "checkpoints" / f"{view}.keras").is_file()
-        assert len(json.loads((model_dir / f"{view}.history.json").read_text())["loss"]) == 1
     info = json.loads((model_dir / "training.json").read_text())
+    for view in ("thumbnail", "edges"):
+        # the model file is named after the training run, and training.json names it
+        assert info["views"][view]["model"] == f"{view}.{info['run']}.keras"
+        assert (model_dir / info["views"][view]["model"]).is_file()
+        for suffix in (".history.json", ".loss.png"):
+            assert (model_dir / f"{view}{suffix}").is_file()
+        assert len(list((model_dir / "checkpoints").glob(f"{view}.*.keras"))) == 1
+        assert len(json.loads((model_dir / f"{view}.history.json").read_text())["loss"]) == 1
     assert info["input_size"] == [SIZE, SIZE, 3] and info["latent"] == 4
     assert info["views"]["edges"]["channels"] == 1 and info["views"]["hed_vgg16"]["kind"] == "pretrained"
 
@@ -238,3 +242,60 @@ def test_pipeline_settings_are_read_from_the_records():
         "foreground_fill": "gray",
     }
     assert pipeline_settings([{"id": "b"}]) == {"detector": "none"}
+
+
+def train_args(views_dir, model_dir, *extra):
+    return [
+        "--base_image_path", str(views_dir), "--model_save_path", str(model_dir),
+        "--im_height", str(SIZE), "--im_width", str(SIZE), "--views", "thumbnail",
+        "--epochs", "1", "--batch_size", "8", "--validation_split", "0.25", "--no_progress", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_an_interrupted_retrain_never_mixes_runs_and_resume_retrains_what_changed(tmp_path, rng):
+    from simfusion.io.store import StoreFormatError, store_path
+    from simfusion.search.build import check_training_run
+
+    views_dir, model_dir = tmp_path / "views", tmp_path / "model"
+    records = write_catalog(views_dir, rng, n=12)
+    assert run_train(train_args(views_dir, model_dir, "--latent", "4"), records)[0] == 0
+    first = shutil.copytree(model_dir, tmp_path / "first")
+    old = json.loads((first / "training.json").read_text())
+
+    # --resume with other settings trains again; with the same settings it keeps the model
+    assert run_train(train_args(views_dir, model_dir, "--latent", "8", "--resume"), records)[0] == 0
+    new = json.loads((model_dir / "training.json").read_text())
+    assert new["run"] != old["run"] and new["views"]["thumbnail"]["latent"] == 8
+    assert new["views"]["thumbnail"]["model"] != old["views"]["thumbnail"]["model"]
+    assert not (model_dir / old["views"]["thumbnail"]["model"]).exists()  # the old run's model is gone
+    assert run_train(train_args(views_dir, model_dir, "--latent", "8", "--resume"), records)[0] == 0
+    again = json.loads((model_dir / "training.json").read_text())
+    assert again["views"]["thumbnail"]["model"] == new["views"]["thumbnail"]["model"]
+
+    # killed after the new models were saved, before the store: the old run is whole and used
+    shutil.copy(model_dir / new["views"]["thumbnail"]["model"], first)
+    thumb = load_image(view_image_path(records[3], "thumbnail", views_dir))
+    with FeatureStore(store_path(first)) as store:
+        check_training_run(first, store)
+        stored = store.features("thumbnail", [3])
+    query = encode_views({"thumbnail": thumb[None]}, encoders=load_encoders(first))
+    np.testing.assert_allclose(query["thumbnail"], stored, atol=1e-4)
+
+    # killed after the store, before training.json: refused clearly, never a silent mix
+    shutil.copy(model_dir / "features.h5", first / "features.h5")
+    with FeatureStore(store_path(first)) as store:
+        with pytest.raises(StoreFormatError, match="train.py was interrupted"):
+            check_training_run(first, store)
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_does_not_stop_resume(tmp_path, rng):
+    pytest.importorskip("keras")
+    images = shapes(rng, 12)
+    checkpoint = tmp_path / "checkpoints" / "thumb.keras"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"PK\x03\x04 cut short by a kill")  # 107 bytes of a zip, say
+    options = TrainOptions(epochs=1, batch_size=8, latent=4, objective="plain", validation_split=0.25)
+    model, history = train_view(images, options=options, checkpoint_path=str(checkpoint), resume=True)
+    assert len(history["loss"]) == 1
