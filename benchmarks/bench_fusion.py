@@ -54,7 +54,7 @@ def encoders_for(catalog: np.ndarray, *, epochs: int, seed: int, timings: dict) 
             size=opts["size"],
             pooling="sqrt",
         )
-    for name in ("hog", "tiny"):
+    for name in ("hog", "tiny", "mobilenet_coco"):
         encoders[name] = ComputedEncoder(VIEWS[name].compute, model_name=name)
     started = time.perf_counter()
     model, _ = train_view(catalog, options=TrainOptions(epochs=epochs, seed=seed), name="thumbnail")
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     maps = encode_all(encoders, catalog, timings)
     add_student(encoders, maps, catalog, seed=args.seed, timings=timings)
     maps["student"] = encode_all({"student": encoders["student"]}, catalog, timings)["student"]
-    views = ["thumbnail", "hed_vgg16", "hed_vgg16_block4", "hog", "tiny", "student"]
+    views = ["thumbnail", "hed_vgg16", "hed_vgg16_block4", "hog", "tiny", "mobilenet_coco", "student"]
     defaults = list(DEFAULT_VIEWS)
 
     started = time.perf_counter()
@@ -141,6 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         start=started,
     )
     timings["tuning (copies encoded + search)"] = time.perf_counter() - started
+    with_mobilenet = [*defaults, "mobilenet_coco"]  # the COCO detector's backbone: does it earn a place?
+    report_mobilenet = tune_vectors(
+        {v: pooled[v] for v in with_mobilenet},
+        {v: copy_maps[v] for v in with_mobilenet},
+        own=sample[sources],
+        originals=sample,
+        options=options,
+        kinds=kinds,
+    )
 
     k = 100
     plain = pooled
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     fusions = {
-        "fused: equal weights (all six views)": fuse(plain, dict.fromkeys(views, 1.0)),
+        "fused: equal weights (all seven views)": fuse(plain, dict.fromkeys(views, 1.0)),
         "fused: equal weights (default views)": fuse(
             {v: plain[v] for v in defaults}, dict.fromkeys(defaults, 1.0)
         ),
@@ -165,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     kept = report["views"]
     tuned = fuse({v: tuned_space[v] for v in kept}, {v: report["weights"][v] for v in kept})
     fusions["fused: tuned (default views)"] = tuned
+    space = whitened if report_mobilenet["whiten"] else plain
+    fusions["fused: tuned (default views + mobilenet_coco)"] = fuse(
+        {v: space[v] for v in report_mobilenet["views"]},
+        {v: report_mobilenet["weights"][v] for v in report_mobilenet["views"]},
+    )
     results.update(score_rankings(rank_methods(fusions, query_rows, k=k), labels, query_rows))
     for method in ("kreciprocal", "diffusion"):
         started = time.perf_counter()
@@ -189,7 +203,8 @@ Catalog: {args.catalog:,} Fashion-MNIST test images (seed {args.seed}) at 64 px 
 from it, each left out of its own results; relevant = same class; mAP@100 as in the 10k protocol.
 The thumbnail autoencoder (default contrastive objective, {args.epochs} epochs) and the student
 (k-means pseudo-labels of hed_vgg16 + hog) are trained on the catalog, without labels. The default
-views are {", ".join(defaults)}; hed_vgg16_block4 is shown for comparison. Tuning: {len(sources)}
+views are {", ".join(defaults)}; hed_vgg16_block4 and mobilenet_coco (the COCO detector's
+MobileNetV3 backbone, block 5 on a 4x4 grid) are shown for comparison. Tuning: {len(sources)}
 augmented copies of {options.images} catalog items ({", ".join(sorted(set(kinds)))}), simfusion.search.tune.
 
 {table}

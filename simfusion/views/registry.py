@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from simfusion.views.hog import hog_features
+from simfusion.views.mobilenet import mobilenet_features
 from simfusion.views.saliency import VIEW_NAMES as SALIENCY_VIEWS
 from simfusion.views.tiny import tiny_features
 
@@ -73,7 +74,7 @@ VIEWS: dict[str, View] = {
         View("hog", COMPUTED, THUMBNAIL, compute=hog_features),
         View("tiny", COMPUTED, THUMBNAIL, compute=tiny_features),
         View("student", STUDENT, THUMBNAIL, options=_options(teachers=("hed_vgg16", "hog"), clusters=50)),
-        # slot: "mobilenet_v3", PRETRAINED on the thumbnail, the COCO detector's backbone (another issue)
+        View("mobilenet_coco", COMPUTED, THUMBNAIL, compute=mobilenet_features),
     )
 }
 

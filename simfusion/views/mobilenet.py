@@ -1,0 +1,45 @@
+"""The `mobilenet_coco` view: the COCO detector's MobileNetV3 backbone (CenterNet, from the model
+cache that `make models` fills), an early block pooled on a 4x4 grid. Pretrained, no training.
+
+The thumbnail is resized to 128 px and fed as raw RGB (as the detector takes photos); block
+`expanded_conv_5` (16x16x32, stride 8) is pooled to 4x4 cells, each cell's mean passed through a
+signed square root (the block's linear bottleneck is signed), and flattened: 512 values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simfusion.io.images import to_channels
+from simfusion.models.coco import backbone_maps
+
+LAYER = "expanded_conv_5"
+SIZE = 128
+GRID = 4
+
+
+def mobilenet_features(
+    images: np.ndarray, *, layer: str = LAYER, size: int = SIZE, grid: int = GRID
+) -> np.ndarray:
+    """(N, grid * grid * c) float32 of a uint8 batch (N, H, W[, C])."""
+    array = np.asarray(images)
+    if array.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, not {array.dtype}")
+    rgb = (
+        np.stack([to_channels(image, 3) for image in array])
+        if len(array)
+        else np.zeros((0, size, size, 3), np.uint8)
+    )
+    maps = backbone_maps(rgb, layer=layer, size=size)
+    return grid_pool(maps, grid=grid)
+
+
+def grid_pool(maps: np.ndarray, *, grid: int) -> np.ndarray:
+    """Mean of each of grid x grid cells, signed square root, flattened: (N, grid * grid * c)."""
+    n, height, width, channels = maps.shape
+    rows = np.array_split(np.arange(height), grid)
+    cols = np.array_split(np.arange(width), grid)
+    cells = np.stack(
+        [maps[:, r[0] : r[-1] + 1, c[0] : c[-1] + 1].mean(axis=(1, 2)) for r in rows for c in cols], axis=1
+    )
+    return (np.sign(cells) * np.sqrt(np.abs(cells))).reshape(n, grid * grid * channels).astype(np.float32)

@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+from conftest import square_image
+
+from simfusion.views.mobilenet import grid_pool, mobilenet_features
+
+
+def test_grid_pool_is_a_signed_square_root_of_cell_means():
+    maps = np.zeros((1, 8, 8, 2), np.float32)
+    maps[0, :2, :2, 0] = 4.0  # the top-left cell of a 4x4 grid
+    maps[0, 6:, 6:, 1] = -9.0  # the bottom-right one, negative
+    out = grid_pool(maps, grid=4).reshape(4, 4, 2)
+    assert out[0, 0, 0] == pytest.approx(2.0) and out[3, 3, 1] == pytest.approx(-3.0)
+    assert np.count_nonzero(out) == 2
+
+
+@pytest.mark.slow
+def test_mobilenet_view_is_deterministic_and_finds_the_same_object(coco_models):
+    red = square_image(128, 128, box=(30, 30, 100, 100), colour=(200, 30, 30))
+    moved = square_image(128, 128, box=(36, 34, 104, 102), colour=(200, 30, 30))
+    blue = square_image(128, 128, box=(10, 50, 120, 70), colour=(20, 40, 220))
+    features = mobilenet_features(np.stack([red, moved, blue]))
+    assert features.shape == (3, 4 * 4 * 32) and features.dtype == np.float32
+    np.testing.assert_allclose(mobilenet_features(red[None])[0], features[0], rtol=1e-4, atol=1e-4)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    assert unit[0] @ unit[1] > unit[0] @ unit[2]
