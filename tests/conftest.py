@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -82,3 +83,45 @@ def coco_models() -> str:
         return fetch_models()
     except (FetchError, OSError) as exc:
         pytest.skip(f"the COCO models could not be fetched: {exc}")
+
+
+SAMPLE_CLASSES = ("sneaker", "trouser", "bag", "dress", "sandal")
+
+
+def sample_records(per_class: int = 4) -> list[dict]:
+    """`per_class + 1` Fashion-MNIST sample records of each of SAMPLE_CLASSES (local_test_data)."""
+    records = []
+    with open(os.path.join(SAMPLE_DATA, "catalog.jsonl")) as stream:
+        for record in map(json.loads, stream):
+            if record.get("category") in SAMPLE_CLASSES and "fashion" in record.get("image", ""):
+                if sum(r["category"] == record["category"] for r in records) < per_class + 1:
+                    records.append(record)
+    return records
+
+
+def train_tiny_model(out) -> dict:
+    """OUT/model trained 1 epoch at 32x32 on 20 sample images (thumbnail and foreground views),
+    with OUT/views/thumbnail beside it as the pipeline lays it out; one image per class held out."""
+    from simfusion.cli.index import main as fusion_main
+    from simfusion.cli.train import main as train_main
+    from simfusion.views.saliency import saliency_records
+    from simfusion.views.thumbnail import thumbnail_record
+
+    records = sample_records()
+    held_out = [next(r for r in reversed(records) if r["category"] == c) for c in SAMPLE_CLASSES]
+    catalog = [r for r in records if r not in held_out]
+    views = os.path.join(out, "views")
+    for record in catalog:
+        thumbnail_record(
+            record, base_path=SAMPLE_DATA, output_path=os.path.join(views, "thumbnail"), height=32, width=32
+        )
+    catalog = saliency_records(
+        catalog, base_path=os.path.join(views, "thumbnail"), output_path=views, views=("foreground",)
+    )
+    model = os.path.join(out, "model")
+    argv = ["--model_save_path", model, "--base_image_path_for_model", views, "--im_height", "32"]
+    argv += ["--im_width", "32", "--views", "thumbnail,foreground", "--epochs", "1", "--batch_size", "8"]
+    stdin = io.StringIO("\n".join(json.dumps(r) for r in catalog))
+    assert train_main([*argv, "--no_progress"], stdin=stdin, stdout=io.StringIO()) == 0
+    assert fusion_main(["--model_save_path", model, "--whiten"]) == 0
+    return {"out": str(out), "model": model, "catalog": catalog, "held_out": held_out}

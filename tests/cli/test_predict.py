@@ -8,7 +8,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, SAMPLE_DATA, synthetic_model, synthetic_store
+from conftest import REPO, SAMPLE_DATA, synthetic_model, synthetic_store, train_tiny_model
 from PIL import Image
 
 from simfusion.cli.index import main as fusion_main
@@ -151,63 +151,10 @@ def test_unreadable_query_gives_an_error_record_and_exit_1(tmp_path, cli):
 # ---------------------------------------------------------------- end to end with a tiny trained model
 
 
-SAMPLE_CLASSES = ("sneaker", "trouser", "bag", "dress", "sandal")
-
-
-def sample_records(per_class=4):
-    records = []
-    with open(os.path.join(SAMPLE_DATA, "catalog.jsonl")) as stream:
-        for record in map(json.loads, stream):
-            if record.get("category") in SAMPLE_CLASSES and "fashion" in record.get("image", ""):
-                if sum(r["category"] == record["category"] for r in records) < per_class + 1:
-                    records.append(record)
-    return records
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """OUT/model trained for 1 epoch at 32x32 on 20 sample images (thumbnail and foreground views).
-
-    One more image per class is held out to be added and queried.
-    """
-    from simfusion.cli.train import main as train_main
-    from simfusion.views.saliency import saliency_records
-    from simfusion.views.thumbnail import thumbnail_record
-
-    out = tmp_path_factory.mktemp("out")
-    records = sample_records()
-    held_out = [next(r for r in reversed(records) if r["category"] == c) for c in SAMPLE_CLASSES]
-    catalog = [r for r in records if r not in held_out]
-    views = str(out / "views")
-    for record in catalog:
-        thumbnail_record(
-            record, base_path=SAMPLE_DATA, output_path=os.path.join(views, "thumbnail"), height=32, width=32
-        )
-    catalog = saliency_records(
-        catalog, base_path=os.path.join(views, "thumbnail"), output_path=views, views=("foreground",)
-    )
-    stdin = io.StringIO("\n".join(json.dumps(r) for r in catalog))
-    model = str(out / "model")
-    argv = [
-        "--model_save_path",
-        model,
-        "--base_image_path_for_model",
-        views,
-        "--im_height",
-        "32",
-        "--im_width",
-        "32",
-        "--views",
-        "thumbnail,foreground",
-        "--epochs",
-        "1",
-        "--batch_size",
-        "8",
-        "--no_progress",
-    ]
-    assert train_main(argv, stdin=stdin, stdout=io.StringIO()) == 0
-    assert fusion_main(["--model_save_path", model, "--whiten"]) == 0
-    return {"out": str(out), "model": model, "catalog": catalog, "held_out": held_out}
+    """OUT/model trained for 1 epoch at 32x32 on 20 sample images; one image per class held out."""
+    return train_tiny_model(tmp_path_factory.mktemp("out"))
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ import threading
 import numpy as np
 import pytest
 import requests
-from live_server import live_server, synthetic_model
+from conftest import synthetic_model
+from live_server import live_server
 from PIL import Image
 
 from simfusion.io.records import output_relpath, record_json

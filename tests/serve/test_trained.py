@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 import requests
-from conftest import SAMPLE_DATA
-from live_server import live_server, train_tiny_model
+from conftest import SAMPLE_DATA, train_tiny_model
+from live_server import live_server
 from PIL import Image
 
 from simfusion.io.records import record_json
