@@ -62,12 +62,17 @@ def load_pipeline(model_save_path: str | os.PathLike, **overrides: Any) -> Pipel
     path = os.path.join(os.fspath(model_save_path), TRAINING_JSON)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no {TRAINING_JSON} in {os.fspath(model_save_path)}: run train.py first")
-    info = read_json(path)
-    height, width, channels = (int(v) for v in info["input_size"])
-    settings = {**DEFAULT_PIPELINE, **info.get("pipeline", {})}
-    settings.update({key: value for key, value in overrides.items() if value is not None})
-    sources = {view: spec.get("source", view) for view, spec in info["views"].items()}
-    return Pipeline(height=height, width=width, channels=channels, sources=sources, **settings)
+    try:
+        info = read_json(path)
+        height, width, channels = (int(v) for v in info["input_size"])
+        settings = {**DEFAULT_PIPELINE, **info.get("pipeline", {})}
+        settings.update({key: value for key, value in overrides.items() if value is not None})
+        sources = {view: spec.get("source", view) for view, spec in info["views"].items()}
+        return Pipeline(height=height, width=width, channels=channels, sources=sources, **settings)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{path} is not a training.json that train.py wrote ({exc!r}); run train.py again"
+        ) from exc
 
 
 def detect_boxes(images: Sequence[np.ndarray], *, detector: str | None = None) -> list[dict[str, Any]]:

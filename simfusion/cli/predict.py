@@ -28,9 +28,7 @@ from simfusion.io.records import (
     parse_records,
     write_record,
 )
-from simfusion.io.store import StoreFormatError
 from simfusion.search.catalog import CANDIDATE_FACTOR, Catalog
-from simfusion.search.index import IndexFileError
 from simfusion.search.rules import (
     CATEGORY_KEY,
     Rules,
@@ -139,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         catalog = Catalog.open(args.model_save_path, detector=args.detector, edges=args.edges)
         catalog.pipeline  # noqa: B018  (reads training.json: fail here, before any query is read)
-    except (FileNotFoundError, StoreFormatError, IndexFileError) as exc:
+    except (OSError, ValueError) as exc:  # missing or damaged model files, a stale index
         log.error("%s: %s", STAGE, exc)
         return 1
     views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else catalog.views
@@ -161,20 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     good = [record for record in records if "error" not in record]
     try:
         encoded = catalog.encode(good, base_path=base, batch_size=args.batch_size, views=views, stage=STAGE)
-    except (ValueError, OSError) as exc:  # a view a new image cannot give; a model not fetched
+        catalog.answer(
+            encoded.records,
+            encoded.maps,
+            k=args.top_k,
+            rules=rules,
+            candidates=args.candidates,
+            views=views,
+            weights=weights,
+            nprobe=args.nprobe,
+            ef_search=args.ef_search,
+        )
+    except (ValueError, OSError) as exc:  # a view a new image cannot give; a model not fetched or damaged
         log.error("%s: %s", STAGE, exc)
         return 1
-    catalog.answer(
-        encoded.records,
-        encoded.maps,
-        k=args.top_k,
-        rules=rules,
-        candidates=args.candidates,
-        views=views,
-        weights=weights,
-        nprobe=args.nprobe,
-        ef_search=args.ef_search,
-    )
     for record in records:
         write_record(record, sys.stdout)
     if args.output_image_path:

@@ -171,7 +171,12 @@ def make_encoder(view: str, spec: Mapping[str, Any], info: Mapping[str, Any], fo
         if compute is None:
             raise ValueError(f"view {view!r} was computed by a function this version does not have")
         return ComputedEncoder(compute, model_name=spec["model"])
-    model = keras.saving.load_model(os.path.join(folder, spec["model"]), compile=False)
+    path = os.path.join(folder, spec["model"])
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a truncated or foreign model file
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot load the {view} model {path} ({reason}); run train.py again") from exc
     if kind == STUDENT:
         return StudentEncoder(model, model_name=spec["model"])
     return AutoencoderEncoder(model, model_name=spec["model"])

@@ -287,3 +287,26 @@ def test_two_concurrent_adds_keep_both_batches(trained, tmp_path):
     catalog = Catalog.open(model)
     assert all(record["id"] in catalog for record in held_out)
     assert len(catalog) == len(trained["catalog"]) + len(held_out)
+
+
+@pytest.mark.slow
+def test_damaged_model_files_are_clear_errors_not_tracebacks(trained, cli, tmp_path):
+    model = shutil.copytree(trained["model"], tmp_path / "model")
+    query = os.path.join(SAMPLE_DATA, trained["catalog"][0]["image"])
+    info = json.loads((model / "training.json").read_text())
+    keras_file = model / info["views"]["thumbnail"]["model"]
+    keras_file.write_bytes(keras_file.read_bytes()[:107])  # a model cut short
+    code, out, err = cli(main, ["--model_save_path", str(model), query])
+    assert code == 1 and "Traceback" not in err
+    assert len(out) == 1 and "cannot load the thumbnail model" in out[0]["error"]
+    assert "run train.py again" in out[0]["error"]
+    (model / "training.json").write_text('{"views": {}}')  # JSON, but not what train.py writes
+    code, out, err = cli(main, ["--model_save_path", str(model), query])
+    assert code == 1 and not out and "not a training.json that train.py wrote" in err
+
+
+def test_views_naming_no_view_exits_2(tmp_path, cli, capsys):
+    synthetic_model(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli(main, ["--model_save_path", str(tmp_path), "--views", ",", "q.jpg"])
+    assert exit_info.value.code == 2 and "name at least one view" in capsys.readouterr().err
