@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from simfusion.cli.common import configure_logging, positive_int
+from simfusion.cli.common import add_distributor_arguments, configure_logging, positive_int
 from simfusion.io.records import mark_duplicates, parse_records, write_record
 from simfusion.learn.data import TooFewImagesError
 from simfusion.learn.options import OBJECTIVES, TrainOptions
@@ -83,6 +83,7 @@ def build_parser():
     parser.add_argument("--encode_batch_size", type=positive_int, default=64)
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
+    add_distributor_arguments(parser)  # the encoding pass: shards on Ray workers
     return parser
 
 
@@ -148,8 +149,10 @@ def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
                 hed_grid=args.hed_grid,
                 encode_batch_size=args.encode_batch_size,
                 progress=not args.no_progress,
+                distributor=args.distributor,
+                ray_address=args.ray_address,
             )
-        except (TooFewImagesError, OSError) as exc:  # also a held lock, a full disk
+        except (TooFewImagesError, OSError, ValueError) as exc:  # a held lock, a full disk, students on Ray
             log.error("%s: %s", STAGE, exc)
             return 1
     for record in records:

@@ -39,6 +39,7 @@ from simfusion.learn.data import (
 )
 from simfusion.learn.encoders import TRAINING_JSON, iter_encoded, make_encoder
 from simfusion.learn.options import TrainOptions
+from simfusion.learn.sharded import encode_catalog_sharded, view_attrs
 from simfusion.learn.students import STUDENT_EPOCHS, STUDENT_SIZE, fit_student, sample_rows
 from simfusion.learn.trainer import log_device, save_view, train_view
 from simfusion.views.registry import (
@@ -306,13 +307,7 @@ def encode_catalog(
                     view, teachers, sources, info=info, model_save_path=model_save_path, options=options
                 )
             encoder = make_encoder(view, spec, info, model_save_path)
-            attrs = {
-                "model": spec["model"],
-                "input_size": list(sources[view].shape),
-                "kind": spec["kind"],
-                "objective": spec.get("objective", "none (pretrained)"),
-                "source": spec["source"],
-            }
+            attrs = view_attrs(spec, sources[view].shape)
             start_time = time.perf_counter()
             for start, maps in iter_encoded(encoder, sources[view], batch_size=encode_batch_size):
                 if start == 0:
@@ -390,6 +385,8 @@ def train_catalog(
     hed_grid: int | None = None,
     encode_batch_size: int = 64,
     progress: bool = True,
+    distributor: str = "local",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Train every view on the good records, encode them into the feature store; returns training.json's dict.
 
@@ -417,15 +414,13 @@ def train_catalog(
         train_autoencoders(
             views, sources, info=info, model_save_path=model_save_path, options=options, resume=resume
         )
-        encode_catalog(
-            good,
-            views,
-            sources,
-            info=info,
-            model_save_path=model_save_path,
-            options=options,
-            encode_batch_size=encode_batch_size,
-        )
+        if distributor == "local":
+            encode_catalog(good, views, sources, info=info, model_save_path=model_save_path,
+                           options=options, encode_batch_size=encode_batch_size)  # fmt: skip
+        else:
+            encode_catalog_sharded(good, views, info=info, base=base, model_save_path=model_save_path,
+                                   encode_batch_size=encode_batch_size, distributor=distributor,
+                                   ray_address=ray_address)  # fmt: skip
         write_json(os.path.join(model_save_path, TRAINING_JSON), info)
         remove_other_runs(model_save_path, keep={spec["model"] for spec in info["views"].values()})
     for row, record in enumerate(good):

@@ -299,3 +299,39 @@ def test_a_damaged_checkpoint_does_not_stop_resume(tmp_path, rng):
     options = TrainOptions(epochs=1, batch_size=8, latent=4, objective="plain", validation_split=0.25)
     model, history = train_view(images, options=options, checkpoint_path=str(checkpoint), resume=True)
     assert len(history["loss"]) == 1
+
+
+@pytest.mark.slow
+def test_the_encoding_pass_on_ray_gives_the_local_store(tmp_path, rng):
+    pytest.importorskip("ray")
+    from simfusion.io.store import store_path
+
+    views_dir = tmp_path / "views"
+    records = write_catalog(views_dir, rng, n=12)
+    argv = ["--views", "hog,tiny", "--encode_batch_size", "4"]
+    local = train_args(views_dir, tmp_path / "local", *argv)
+    assert run_train(local, records)[0] == 0
+    try:
+        ray = train_args(views_dir, tmp_path / "ray", *argv, "--distributor", "ray")
+        code, out = run_train(ray, records)
+    finally:
+        import ray as ray_module
+
+        ray_module.shutdown()
+    assert code == 0 and [r["features"]["row"] for r in out] == list(range(12))
+    with FeatureStore(store_path(tmp_path / "local")) as a, FeatureStore(store_path(tmp_path / "ray")) as b:
+        assert a.record_ids() == b.record_ids() and a.records() == b.records()
+        for view in ("hog", "tiny"):
+            assert a.ids(view) == b.ids(view)
+            np.testing.assert_allclose(a.features(view), b.features(view), rtol=1e-6)
+        assert b.attrs()["run"] == json.loads((tmp_path / "ray" / "training.json").read_text())["run"]
+    assert not (tmp_path / "ray" / "shards").exists()  # merged, then dropped
+
+
+def test_students_are_refused_on_ray_before_any_work(tmp_path, rng):
+    from simfusion.learn.sharded import encode_catalog_sharded
+
+    info = {"views": {"student": {"kind": "student"}}, "input_size": [8, 8, 3], "run": "r"}
+    with pytest.raises(ValueError, match="use --distributor local"):
+        encode_catalog_sharded([], ["student"], info=info, base=None, model_save_path=str(tmp_path),
+                               encode_batch_size=4, distributor="ray")  # fmt: skip
