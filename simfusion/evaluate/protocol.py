@@ -33,7 +33,8 @@ from simfusion.io.atomic import read_json
 from simfusion.io.images import ImageError, load_image
 from simfusion.io.records import record_id
 from simfusion.io.store import FeatureStore, store_path
-from simfusion.search.build import catalog_vectors
+from simfusion.search.build import catalog_vectors, index_path
+from simfusion.search.index import META_FILE
 from simfusion.search.vectors import (
     FUSED,
     FUSIONS,
@@ -272,7 +273,7 @@ def labelled(
 
 def index_tuning(model_save_path: str) -> dict[str, Any] | None:
     """The tuning report fusion.py stored in the index's meta, or None (no index, or built untuned)."""
-    path = os.path.join(model_save_path, "index", "index.json")
+    path = os.path.join(index_path(model_save_path), META_FILE)
     if not os.path.exists(path):
         return None
     return read_json(path).get("tuning")

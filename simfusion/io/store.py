@@ -388,6 +388,13 @@ class FeatureStore:
         """The catalog records, in catalog order."""
         return [json.loads(text) for text in self._file["catalog/records"].asstr()[:]]
 
+    def iter_records(self, *, batch_size: int = 256) -> Iterator[dict[str, Any]]:
+        """The catalog records in catalog order, read and decoded `batch_size` at a time, so a
+        caller that stops early reads only what it looked at."""
+        texts = self._file["catalog/records"]
+        for start in range(0, texts.shape[0], batch_size):
+            yield from (json.loads(text) for text in texts.asstr()[start : start + batch_size])
+
     def records_at(self, rows: Sequence[int]) -> list[dict[str, Any]]:
         """The catalog records at these rows (increasing), reading only those."""
         if not len(rows):

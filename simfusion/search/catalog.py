@@ -108,7 +108,7 @@ class Catalog:
             pipeline = load_pipeline(self.path, **self._overrides)
             if pipeline.detector is None:
                 with FeatureStore(store_path(self.path)) as store:
-                    pipeline = replace(pipeline, detector=catalog_detector(store.records()))
+                    pipeline = replace(pipeline, detector=catalog_detector(store.iter_records()))
             self._pipeline = pipeline
         return self._pipeline
 

@@ -227,3 +227,12 @@ def test_a_store_of_another_format_version_is_refused_clearly(tmp_path, rng):
         FeatureStore(other)
     with pytest.raises(FileNotFoundError, match="run train.py"):
         FeatureStore(tmp_path / "missing.h5")
+
+
+def test_iter_records_reads_lazily_in_catalog_order(tmp_path):
+    records = [{"id": f"r{i}", "n": i} for i in range(7)]
+    path = write_store(tmp_path / "s.h5", catalog_records=records, views={}, compression=None)
+    with FeatureStore(path) as store:
+        assert list(store.iter_records(batch_size=3)) == records == store.records()
+        first = next(store.iter_records(batch_size=2))
+        assert first == records[0]
