@@ -22,7 +22,7 @@ with `full` (no detection: the whole photo). imagehash's PHash, DHash, AHash and
 imagededup offers) rank by Hamming distance on the same files. Writes section `near_duplicates`
 of BENCHMARKS.md.
 
-    python benchmarks/bench_near_duplicates.py [--epochs 5] [--size 64] [--detectors objectness,full]
+    python benchmarks/bench_near_duplicates.py [--epochs 5] [--size 128] [--detectors objectness,full]
 """
 
 from __future__ import annotations
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", default=PHOTOS, help="folder of source photos (.jpg)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=64, help="thumbnail side for the pipeline")
+    parser.add_argument("--size", type=int, default=128, help="thumbnail side for the pipeline (run-training.sh's default)")
     parser.add_argument("--epochs", type=int, default=5, help="autoencoder training epochs")
     parser.add_argument(
         "--detectors", default="objectness,full", help="pipeline runs, one per detector ('' for hashes only)"

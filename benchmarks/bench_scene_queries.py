@@ -10,8 +10,13 @@ of a real photo (scikit-image astronaut, coffee, chelsea, rocket; scikit-learn c
 Queries go through the product's query path (simfusion.pipeline: the catalog's detector,
 thumbnail, views, encoders); relevant = catalog items of the same category.
 
+Queries the detector is unsure of get the product's catalog-guided crops (simfusion.search.crops,
+predict.py's default `--crops guided`); every row uses those crops, except the one row that shows
+the tuned fusion from the detector's box alone.
+
 Rows: every single view of the model, equal-weight fusion, the tuned fusion the index was built
-with, and the raw pixels of a PERFECT crop (the pasted item's true box) as the baseline.
+with (with and without guided crops), and the raw pixels of a PERFECT crop (the pasted item's true
+box) as the baseline.
 
     python benchmarks/bench_scene_queries.py --model /tmp/heldout_out/model --queries 200
 """
@@ -71,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     from simfusion.io.images import load_image
     from simfusion.io.records import record_id
     from simfusion.io.store import FeatureStore, store_path
-    from simfusion.pipeline import encode_images, load_pipeline
+    from simfusion.pipeline import encode_images
     from simfusion.search.build import catalog_vectors
+    from simfusion.search.catalog import Catalog, SearchOptions
+    from simfusion.search.crops import UNSURE_SCORE
     from simfusion.search.vectors import fit_transform, fuse, l2_normalize, transform
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -95,19 +102,24 @@ def main(argv: list[str] | None = None) -> int:
         records = {record_id(r): r for r in store.records()}
     catalog_labels = np.array([str(records[key].get("category")) for key in ids])
     started = time.perf_counter()
-    pipeline = load_pipeline(args.model)
+    catalog_search = Catalog.open(args.model)
+    pipeline = catalog_search.pipeline
     maps = {view: [] for view in views}
+    guided_maps = {view: [] for view in views}
+    guided = 0
     for start in range(0, len(composed), 16):
-        got, _ = encode_images(
-            [c[0] for c in composed[start : start + 16]],
-            model_save_path=args.model,
-            views=views,
-            pipeline=pipeline,
-        )
+        images = [c[0] for c in composed[start : start + 16]]
+        got, found = encode_images(images, model_save_path=args.model, views=views, pipeline=pipeline)
         for view in views:
-            maps[view].append(got[view])
+            maps[view].append(got[view].copy())
+        # the product's default query path: catalog-guided crops where the detector is unsure
+        chosen = catalog_search.guide(images, got, found, SearchOptions())
+        guided += sum(box is not None for box in chosen)
+        for view in views:
+            guided_maps[view].append(got[view])
     query_seconds = time.perf_counter() - started
-    queries = transform({view: np.concatenate(m) for view, m in maps.items()}, {})
+    detector_queries = transform({view: np.concatenate(m) for view, m in maps.items()}, {})
+    queries = transform({view: np.concatenate(m) for view, m in guided_maps.items()}, {})
 
     def ranked(q, c, k=100):
         return np.argsort(-(q @ c.T), axis=1, kind="stable")[:, :k]
@@ -124,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         weights = {v: tuning["weights"][v] for v in kept}
         rankings["fused: tuned (the index's weights)"] = ranked(
             fuse(tuned_q, weights), fuse(catalog, weights)
+        )
+        detector_q = transform({v: detector_queries[v] for v in kept}, params)
+        rankings["fused: tuned, the detector's box only (--crops detector)"] = ranked(
+            fuse(detector_q, weights), fuse(catalog, weights)
         )
     thumbs = np.stack(
         [
@@ -165,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
 Catalog: `{args.model}` ({len(ids):,} items, views {", ".join(views)}).
 {args.queries} queries (seed {args.seed}): Fashion-MNIST TEST items pasted at 30-60% of a {SCENE} px
 crop of real photos (scikit-image astronaut, coffee, chelsea, rocket; scikit-learn china, flower),
-through the product's query path with the catalog's detector ({detector}); relevant = catalog
-items of the query's category.
+through the product's query path with the catalog's detector ({detector}) and catalog-guided crops
+for the {guided} queries it was unsure of (score < {UNSURE_SCORE}); relevant = catalog items of the
+query's category.
 The baseline gets a perfect crop (the true box) and compares raw pixels ({BASELINE_SIZE} px) with the
 catalog's thumbnails.
 

@@ -29,6 +29,7 @@ from simfusion.io.records import (
     write_record,
 )
 from simfusion.search.catalog import CANDIDATE_FACTOR, Catalog
+from simfusion.search.crops import CROPS
 from simfusion.search.rules import (
     CATEGORY_KEY,
     Rules,
@@ -104,6 +105,13 @@ def build_parser():
     parser.add_argument("--ef_search", type=positive_int, help="HNSW search breadth (HNSW index)")
     parser.add_argument("--detector", help="object detector (default: the one training used)")
     parser.add_argument(
+        "--crops",
+        choices=CROPS,
+        default="guided",
+        help="guided: a query the detector is unsure of (a product inside a busy scene) is also searched "
+        "with windows of the photo, and answered from the crop most like the catalog; detector: its box only",
+    )
+    parser.add_argument(
         "--edges", choices=("hed", "canny"), help="edge method of the edges view (default: training's)"
     )
     parser.add_argument("--tile", type=positive_int, default=128, help="montage tile size in pixels")
@@ -158,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     records, base = query_records_from(args)
     good = [record for record in records if "error" not in record]
     try:
-        encoded = catalog.encode(good, base_path=base, batch_size=args.batch_size, views=views, stage=STAGE)
-        catalog.answer(
-            encoded.records,
-            encoded.maps,
+        options = dict(
             k=args.top_k,
             rules=rules,
             candidates=args.candidates,
@@ -169,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
             weights=weights,
             nprobe=args.nprobe,
             ef_search=args.ef_search,
+            crops=args.crops,
         )
+        encoded = catalog.encode_queries(
+            good, base_path=base, batch_size=args.batch_size, stage=STAGE, **options
+        )
+        catalog.answer(encoded.records, encoded.maps, **options)
     except (ValueError, OSError) as exc:  # a view a new image cannot give; a model not fetched or damaged
         log.error("%s: %s", STAGE, exc)
         return 1

@@ -10,7 +10,7 @@ from simfusion.io.records import mark_duplicates, parse_records, write_record
 from simfusion.learn.data import TooFewImagesError
 from simfusion.learn.options import OBJECTIVES, TrainOptions
 from simfusion.learn.training import STAGE, train_catalog
-from simfusion.views.registry import DEFAULT_VIEWS, HED_BLOCKS, VIEWS, check_view_name
+from simfusion.views.registry import DEFAULT_VIEWS, HED_BLOCKS, VIEWS, check_view_name, default_views
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,9 @@ def build_parser():
     parser.add_argument("--im_channel", type=int, choices=(1, 3), default=3, help="1 (gray) or 3 (RGB)")
     parser.add_argument(
         "--views",
-        default=",".join(DEFAULT_VIEWS),
         help=f"comma-separated views to train/encode, of {','.join(VIEWS)} (any other name: an autoencoder "
-        "over <base>/<name>/ images)",
+        f"over <base>/<name>/ images); default {','.join(DEFAULT_VIEWS)} (mobilenet_coco left out, with a "
+        "warning, where the COCO model cache is not fetched)",
     )
     parser.add_argument("--epochs", type=positive_int, default=TrainOptions.epochs)
     parser.add_argument("--batch_size", type=positive_int, default=TrainOptions.batch_size)
@@ -117,11 +117,12 @@ def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
     if not args.model_save_path:
         parser.error("--model_save_path is required: the folder the models and features.h5 go to")
     try:
-        views = parse_views(args.views)
+        views = parse_views(args.views) if args.views is not None else None
     except ValueError as exc:
         parser.error(f"--views: {exc}")
     options = options_from(args, parser)
     configure_logging(args.log_level)
+    views = views or default_views()
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     records = list(mark_duplicates(parse_records(stdin)))

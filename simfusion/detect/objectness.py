@@ -4,8 +4,9 @@ ship offline, and the `saliency` baseline.
 HED edges (the bundled BSDS500 weights, `simfusion.models.hed`) and colour contrast with the image
 border (the border's main colours, found by k-means, stand for the background) make an objectness
 map on a copy shrunk to `OBJECTNESS_SIZE` px (HED itself sees a smaller copy, `HED_SIZE` px, whose
-edges are stretched back: they only enter blurred, and this cuts HED's cost 4 to 10 times); the main object is the strongest compact part of it
-(Otsu threshold, components weighted by how little they touch the border), refined with GrabCut.
+edges are stretched back: they only enter blurred, and this cuts HED's cost 4 to 10 times); the
+main object is the strongest compact part of it (Otsu threshold, components weighted by how little
+they touch the border), refined with GrabCut.
 One box per image, label ``"object"``. ``objectness:split`` also splits a distinct object off a
 busy scene it merged with (better on pasted-object benchmarks, worse on real photos, where it picks
 out parts). OpenCV's static saliency, VGG feature contrast and box search were tried as further
@@ -315,7 +316,8 @@ def detect_objectness(
             # stretched edges are as many times thicker as the copy was smaller: scale them back so
             # the edge density (and the box's score) stays what HED at full size gives
             thinner = edges.shape[1] / small.shape[1]
-            edges = thinner * cv2.resize(edges, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_LINEAR)
+            size = (small.shape[1], small.shape[0])
+            edges = thinner * cv2.resize(edges, size, interpolation=cv2.INTER_LINEAR)
         box, score = locate_object(small, edges, split_gain=split_gain)
         out.append([{"box": to_original(box, small.shape, image.shape), "score": score, "label": "object"}])
     return out

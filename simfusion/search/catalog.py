@@ -37,6 +37,7 @@ from simfusion.search.build import (
     remove_catalog_items,
     repair_index,
 )
+from simfusion.search.crops import CROPS, FIT_TOP, best_crop, crop_fit, is_unsure, window_boxes
 from simfusion.search.index import CatalogIndex, search
 from simfusion.search.index_files import load_index
 from simfusion.search.rules import Rules, apply_rules, infer_category, record_category
@@ -59,6 +60,11 @@ class SearchOptions:
     candidates: int = CANDIDATE_FACTOR
     nprobe: int | None = None
     ef_search: int | None = None
+    crops: str = "guided"  # simfusion.search.crops: "guided" for queries the detector is unsure of
+
+    def __post_init__(self) -> None:
+        if self.crops not in CROPS:
+            raise ValueError(f"crops must be one of {', '.join(CROPS)}, not {self.crops!r}")
 
 
 class Catalog:
@@ -158,23 +164,82 @@ class Catalog:
         `error` when its image could not be read; `options` are SearchOptions' fields."""
         records = [dict(query) for query in queries]
         good = [record for record in records if "error" not in record]
-        encoded = self.encode(good, base_path=base_path, batch_size=batch_size, views=options.get("views"))
+        encoded = self.encode_queries(good, base_path=base_path, batch_size=batch_size, **options)
         self.answer(encoded.records, encoded.maps, **options)
         return records
+
+    def encode_queries(
+        self,
+        records: Sequence[dict[str, Any]],
+        *,
+        base_path: str = "",
+        batch_size: int = 16,
+        stage: str = "search",
+        **options: Any,
+    ) -> Encoded:
+        """`encode`, then catalog-guided crops for the queries the detector is unsure of (unless
+        `crops="detector"`); a guided query's record gets the `query_box` it was answered from."""
+        opts = SearchOptions(**options)
+        encoded = self.encode(
+            records, base_path=base_path, batch_size=batch_size, views=opts.views, stage=stage
+        )
+        if opts.crops == "guided" and encoded.records:
+            chosen = self.guide(encoded.images, encoded.maps, encoded.found, opts)
+            for record, box in zip(encoded.records, chosen, strict=True):
+                if box is not None:
+                    record["query_box"] = box
+        return encoded
+
+    def guide(
+        self,
+        images: Sequence[np.ndarray],
+        maps: Mapping[str, np.ndarray],
+        found: Sequence[Mapping[str, Any]],
+        opts: SearchOptions,
+    ) -> list[list[int] | None]:
+        """Catalog-guided crops (simfusion.search.crops): each unsure query's rows of `maps` become
+        those of its best-fitting crop. Returns each query's chosen box (None: not guided)."""
+        views = list(opts.views or self.index.views)
+        chosen: list[list[int] | None] = [None] * len(images)
+        for row, (image, result) in enumerate(zip(images, found, strict=True)):
+            if not is_unsure(result):
+                continue
+            boxes = [list(result["box"]), *window_boxes(*image.shape[:2])]
+            crop_maps, _ = encode_images(
+                [image] * len(boxes),
+                model_save_path=self.path,
+                views=views,
+                pipeline=self.pipeline,
+                boxes=boxes,
+            )
+            hits = search(self.index, self.vectors(crop_maps), k=FIT_TOP, views=views, weights=opts.weights)
+            best = best_crop(crop_fit(hits))
+            for view in views:
+                maps[view][row] = crop_maps[view][best]
+            chosen[row] = boxes[best]
+            log.info(
+                "query %d: detection unsure; answered from crop %s of %d", row + 1, boxes[best], len(boxes)
+            )
+        return chosen
 
     def search_images(
         self, images: Sequence[np.ndarray], records: Sequence[dict[str, Any]] | None = None, **options: Any
     ) -> list[dict[str, Any]]:
         """Like `search`, for decoded uint8 RGB images (an upload) instead of paths."""
         records = [dict(r) for r in records] if records is not None else [{} for _ in images]
+        opts = SearchOptions(**options)
         if images:
-            maps, _ = encode_images(
+            maps, found = encode_images(
                 images,
                 model_save_path=self.path,
-                views=list(options.get("views") or self.index.views),
+                views=list(opts.views or self.index.views),
                 pipeline=self.pipeline,
                 boxes=[r.get("box") for r in records],
             )
+            if opts.crops == "guided":
+                for record, box in zip(records, self.guide(images, maps, found, opts), strict=True):
+                    if box is not None:
+                        record["query_box"] = box
             self.answer(records, maps, **options)
         return records
 

@@ -11,12 +11,9 @@ become tombstones skipped at search time and the graph is rebuilt once they are 
 For the PQ kinds the per-view scores come from the decoded (approximate) vectors. Catalog ids
 (strings) map to int64 labels that are never reused.
 
-An exact early-fusion index over many wide vectors also keeps a `probe` part: the fused vectors
-projected onto their top `PROBE_DIM` singular directions (fitted on the catalog at build, frozen
-like the whitening). A query scans the short probe vectors for `PROBE_CANDIDATES` candidates,
-which are then rescored exactly from the full fused part: at 10,000 items of 7,588 dimensions
-the scan reads 10 MB instead of 300 MB a query. The recall of the two-step search against the
-full scan is measured at build and kept in the meta (`measured_recall.probe`).
+An exact early-fusion index over many wide vectors also keeps a `probe` part
+(`simfusion.search.probe`): short projections of the fused vectors that a query scans first, its
+candidates then rescored exactly from the full fused part.
 
 Saved as a folder: `index.json` (settings, ids and labels), `params.npz` (the fitted pooling
 normalisation and whitening, no pickle) and one `.faiss` file per part.
@@ -36,12 +33,20 @@ from simfusion.search.faiss_index import (
     EF_SEARCH,
     FAISS_KINDS,
     HNSW_M,
-    brute_force_search,
     build_faiss_index,
     faiss_reconstruct,
     faiss_search,
     measure_recall,
     plan_index,
+)
+from simfusion.search.probe import (
+    PROBE,
+    PROBE_CANDIDATES,
+    PROBE_DIM,
+    PROJECTION,
+    fit_projection,
+    probe_recall,
+    uses_probe,
 )
 from simfusion.search.vectors import (
     FUSED,
@@ -62,12 +67,6 @@ PARAMS_FILE = "params.npz"
 KINDS = ("auto", *FAISS_KINDS)
 TOMBSTONE_SHARE = 0.25
 RECALL_CHECK_LIMIT = 2 * 10**9  # measure recall after building only while n x dim stays below this
-PROBE = "probe"  # the part of projected fused vectors that an exact early-fusion search scans first
-PROBE_DIM = 256  # dimensions of the probe vectors
-PROBE_MIN_DIM = 4 * PROBE_DIM  # fused vectors narrower than this are scanned in full
-PROBE_MIN_ITEMS = 4 * PROBE_DIM  # below this many items the full scan is already fast
-PROBE_CANDIDATES = 200  # candidates the probe scan passes on to the exact rescoring, at the least
-PROBE_FIT_LIMIT = 10_000  # items sampled to fit the projection
 
 Hit = dict[str, Any]
 
@@ -178,7 +177,7 @@ def build_index(
         meta=meta, params=dict(params), parts={}, ids=ids, labels=np.arange(len(ids), dtype=np.int64)
     )
     data = _part_data(index, vectors_by_view)
-    if uses_probe(index):
+    if uses_probe(index.kind, index.fusion, sum(dims.values()), len(ids)):
         index.params[PROJECTION] = fit_projection(data[FUSED], dim=PROBE_DIM)
         index.meta["probe_dim"] = PROBE_DIM
         data[PROBE] = data[FUSED] @ index.params[PROJECTION]
@@ -186,33 +185,6 @@ def build_index(
     _check_recall(index, data)
     log.info("indexed %d items: %s fusion of %s, %s index", len(ids), fusion, ", ".join(views), index.kind)
     return index
-
-
-PROJECTION = f"{PROBE}/projection"  # params key of the probe's (fused dims, PROBE_DIM) matrix
-
-
-def uses_probe(index: CatalogIndex) -> bool:
-    """Whether a new index gets a probe part: exact early fusion of many wide float vectors."""
-    return (
-        index.kind == "exact"
-        and index.fusion == "early"
-        and sum(index.meta["dims"].values()) >= PROBE_MIN_DIM
-        and len(index) >= PROBE_MIN_ITEMS
-    )
-
-
-def fit_projection(fused: np.ndarray, *, dim: int, seed: int = 0) -> np.ndarray:
-    """The top `dim` right singular vectors of (a seeded sample of) the fused vectors, (D, dim).
-
-    Not centred: the projection keeps inner products (what the index ranks by), not variances.
-    """
-    from sklearn.utils.extmath import randomized_svd
-
-    fused = np.asarray(fused, np.float32)
-    if len(fused) > PROBE_FIT_LIMIT:
-        fused = fused[np.random.default_rng(seed).choice(len(fused), PROBE_FIT_LIMIT, replace=False)]
-    _, _, rows = randomized_svd(fused, dim, n_iter=4, random_state=seed)
-    return np.ascontiguousarray(rows.T, dtype=np.float32)
 
 
 def _build_parts(index: CatalogIndex, part_data: Mapping[str, np.ndarray]) -> None:
@@ -259,7 +231,7 @@ def _check_recall(index: CatalogIndex, part_data: Mapping[str, np.ndarray]) -> N
     """Log the recall@10 of an approximate index (or of the probe scan plus exact rescoring) against
     exact search, on a sample of its own items."""
     if PROBE in part_data:
-        found = probe_recall(index, part_data[FUSED])
+        found = probe_recall(index.parts, index.params[PROJECTION], part_data[FUSED], index.labels)
         index.meta.setdefault("measured_recall", {})[PROBE] = round(found, 3)
         log.info("probe part: measured recall@10 %.3f after rescoring (100 of its own items)", found)
     if index.kind in ("exact", "binary") or not len(index):
@@ -273,27 +245,6 @@ def _check_recall(index: CatalogIndex, part_data: Mapping[str, np.ndarray]) -> N
         found = measure_recall(index.parts[name], data, index.labels)
         index.meta.setdefault("measured_recall", {})[name] = round(found, 3)
         log.info("index part %s: measured recall@10 %.3f (100 of its own items as queries)", name, found)
-
-
-def probe_recall(
-    index: CatalogIndex, fused: np.ndarray, *, k: int = 10, queries: int = 100, seed: int = 0
-) -> float:
-    """Recall@k of the probe scan plus exact rescoring against the full scan, for a seeded sample
-    of the index's own fused vectors (row-aligned with its labels) as queries."""
-    from faiss.contrib.evaluation import knn_intersection_measure
-
-    rows = np.random.default_rng(seed).choice(len(fused), min(queries, len(fused)), replace=False)
-    probes = fused[rows]
-    _, truth = brute_force_search(fused, probes, k)
-    wanted = min(max(k, PROBE_CANDIDATES), len(index))
-    _, pools = faiss_search(index.parts[PROBE], probes @ index.params[PROJECTION], wanted)
-    found = np.full((len(rows), k), -1, np.int64)
-    for q, pool in enumerate(pools):
-        pool = pool[pool >= 0]
-        exact = faiss_reconstruct(index.parts[FUSED], pool) @ probes[q]
-        best = pool[np.argsort(-exact, kind="stable")[:k]]
-        found[q, : len(best)] = best
-    return float(knn_intersection_measure(index.labels[truth], found))
 
 
 def _part_names(index: CatalogIndex) -> list[str]:
@@ -545,6 +496,3 @@ def _rescore(
             }
         )
     return hits
-
-
-# ---------------------------------------------------------------- saving and loading

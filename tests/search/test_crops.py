@@ -1,0 +1,103 @@
+"""Catalog-guided crops: a query the detector is unsure of is answered from the crop most like the catalog."""
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_DATA, sample_records
+
+from simfusion.detect.boxes import box_iou
+from simfusion.io.images import load_image
+from simfusion.search.crops import best_crop, crop_fit, is_unsure, window_boxes
+
+
+def test_windows_cover_the_image_at_each_scale():
+    boxes = window_boxes(200, 300, scales=(0.5,))
+    assert boxes[0] == [0, 0, 300, 200]  # the whole image comes first
+    squares = boxes[1:]
+    assert all(x1 - x0 == y1 - y0 == 100 for x0, y0, x1, y1 in squares)
+    assert all(0 <= x0 and x1 <= 300 and 0 <= y0 and y1 <= 200 for x0, y0, x1, y1 in squares)
+    assert len(squares) == 3 * 5  # half a window apart: y 0, 50, 100; x 0, 50, ..., 200
+    assert window_boxes(10, 10, scales=(0.5,)) == [[0, 0, 10, 10]]  # windows under 8 px are skipped
+
+
+def test_only_a_weak_detection_is_unsure():
+    assert is_unsure({"detections": [{"box": [0, 0, 5, 5], "score": 0.2}], "box": [0, 0, 5, 5]})
+    assert is_unsure({"detections": [], "box": None})
+    assert not is_unsure({"detections": [{"box": [0, 0, 5, 5], "score": 0.9}], "box": [0, 0, 5, 5]})
+    assert not is_unsure({})  # the record gave its own box: no detector ran
+
+
+def test_crop_fit_is_the_mean_of_the_best_hits():
+    hits = [[{"score": 0.9}, {"score": 0.7}], [], [{"score": 0.5}] * 8]
+    fit = crop_fit(hits, top=5)
+    assert fit[0] == pytest.approx(0.8) and fit[1] == -np.inf and fit[2] == pytest.approx(0.5)
+
+
+def test_the_detectors_box_wins_a_near_tie():
+    assert best_crop(np.array([0.80, 0.805, 0.7]), prior=0.01) == 0
+    assert best_crop(np.array([0.80, 0.83, 0.7]), prior=0.01) == 1
+
+
+@pytest.fixture(scope="module")
+def catalog_model(tmp_path_factory):
+    """A catalog of clean sample products (hog and tiny views), and one held-out sneaker."""
+    from simfusion.cli.index import main as fusion_main
+    from simfusion.cli.train import main as train_main
+    from simfusion.views.thumbnail import thumbnail_record
+
+    out = tmp_path_factory.mktemp("crops")
+    records = sample_records(per_class=4)
+    held = next(r for r in reversed(records) if r["category"] == "sneaker")
+    catalog = [r for r in records if r is not held]
+    views = os.path.join(out, "views")
+    for record in catalog:
+        thumbnail_record(
+            record, base_path=SAMPLE_DATA, output_path=os.path.join(views, "thumbnail"), height=64, width=64
+        )
+    model = os.path.join(out, "model")
+    argv = ["--model_save_path", model, "--base_image_path_for_model", views, "--im_height", "64"]
+    argv += ["--im_width", "64", "--views", "hog,tiny", "--no_progress"]
+    stdin = io.StringIO("\n".join(json.dumps(r) for r in catalog))
+    assert train_main(argv, stdin=stdin, stdout=io.StringIO()) == 0
+    assert fusion_main(["--model_save_path", model, "--no_tune"]) == 0
+    return model, held
+
+
+def in_a_scene(product: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The product (light on black) pasted small into a corner of a busy real photo, with its box."""
+    import cv2
+    import skimage.data
+
+    scene = cv2.resize(skimage.data.coffee(), (360, 240), interpolation=cv2.INTER_AREA)
+    item = cv2.resize(product, (90, 90), interpolation=cv2.INTER_AREA)
+    alpha = np.clip(item.astype(np.float32).max(axis=2, keepdims=True) / 40.0, 0, 1)
+    x, y = 250, 130
+    region = scene[y : y + 90, x : x + 90].astype(np.float32)
+    scene[y : y + 90, x : x + 90] = (alpha * item + (1 - alpha) * region).astype(np.uint8)
+    return scene, [x, y, x + 90, y + 90]
+
+
+@pytest.mark.slow
+def test_an_unsure_query_is_answered_from_the_crop_holding_the_product(catalog_model):
+    from simfusion.search.catalog import Catalog
+
+    model, held = catalog_model
+    catalog = Catalog.open(model, detector="objectness")  # its thumbnails were cut without detection
+    scene, box = in_a_scene(load_image(os.path.join(SAMPLE_DATA, held["image"])))
+    [detected] = catalog.search_images([scene], k=10, crops="detector")
+    [guided] = catalog.search_images([scene], k=10)
+    assert "query_box" not in detected
+    assert box_iou(guided["query_box"], box) > 0.5  # the detector's own box: IoU 0.11
+
+    def sneakers(answer):
+        return sum(hit["category"] == "sneaker" for hit in answer["results"])
+
+    assert sneakers(guided) >= 3 and sneakers(guided) > sneakers(detected)
+    [clean] = catalog.search_images([load_image(os.path.join(SAMPLE_DATA, held["image"]))], k=3)
+    assert "query_box" not in clean  # a clean product shot: the detector is sure, nothing is guided
+    assert clean["results"][0]["category"] == "sneaker"
+    with pytest.raises(ValueError, match="crops must be one of"):
+        catalog.search_images([scene], crops="everywhere")
