@@ -362,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", default=PHOTOS, help="folder of source photos (.jpg)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=128, help="thumbnail side for the pipeline (run-training.sh's default)")
+    parser.add_argument(
+        "--size", type=int, default=128, help="thumbnail side for the pipeline (run-training.sh's default)"
+    )
     parser.add_argument("--epochs", type=int, default=5, help="autoencoder training epochs")
     parser.add_argument(
         "--detectors", default="objectness,full", help="pipeline runs, one per detector ('' for hashes only)"

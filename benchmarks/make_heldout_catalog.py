@@ -47,7 +47,8 @@ def main() -> None:
                 os.path.join(args.output, rel), quality=92
             )
             out.write(
-                json.dumps({"id": f"fmnist-{args.split}-{row:05d}", "image": rel, "category": category}) + "\n"
+                json.dumps({"id": f"fmnist-{args.split}-{row:05d}", "image": rel, "category": category})
+                + "\n"
             )
 
 
