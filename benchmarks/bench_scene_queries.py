@@ -11,8 +11,9 @@ Queries go through the product's query path (simfusion.pipeline: the catalog's d
 thumbnail, views, encoders); relevant = catalog items of the same category.
 
 Queries the detector is unsure of get the product's catalog-guided crops (simfusion.search.crops,
-predict.py's default `--crops guided`); every row uses those crops, except the one row that shows
-the tuned fusion from the detector's box alone.
+predict.py's default `--crops guided`, chosen by the index's fused ranking); every row uses those
+crops, except the row that shows the tuned fusion from the detector's box alone and a view the
+index leaves out (weight 0), which keeps the detector's box.
 
 Rows: every single view of the model, equal-weight fusion, the tuned fusion the index was built
 with (with and without guided crops), and the raw pixels of a PERFECT crop (the pasted item's true

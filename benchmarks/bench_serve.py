@@ -178,7 +178,9 @@ def stages(model: str, images: list[np.ndarray], repeat: int) -> dict[str, float
     from simfusion.learn.encoders import encode_views
     from simfusion.pipeline import detect_boxes, view_images
     from simfusion.search.catalog import Catalog
+    from simfusion.search.faiss_index import single_query_threads
 
+    single_query_threads()  # as serve.py does
     catalog = Catalog.open(model)
     pipeline, views = catalog.pipeline, catalog.views
     canny = replace(pipeline, edges="canny")

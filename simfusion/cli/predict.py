@@ -30,6 +30,7 @@ from simfusion.io.records import (
 )
 from simfusion.search.catalog import CANDIDATE_FACTOR, Catalog
 from simfusion.search.crops import CROPS
+from simfusion.search.faiss_index import single_query_threads
 from simfusion.search.rules import (
     CATEGORY_KEY,
     Rules,
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rules = rules_from(args, parser)
     configure_logging(args.log_level)
+    single_query_threads()
     try:
         catalog = Catalog.open(args.model_save_path, detector=args.detector, edges=args.edges)
         catalog.pipeline  # noqa: B018  (reads training.json: fail here, before any query is read)

@@ -65,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from simfusion.search.catalog import Catalog
+    from simfusion.search.faiss_index import single_query_threads
     from simfusion.serve.app import create_app
     from simfusion.serve.service import Service
 
     try:
+        single_query_threads()
         catalog = Catalog.open(args.model_save_path, detector=args.detector, edges=args.edges)
     except (FileNotFoundError, StoreFormatError, IndexFileError) as exc:
         log.error("%s: %s", STAGE, exc)
