@@ -64,8 +64,12 @@ def _kmeans(points: np.ndarray, k: int, *, iterations: int = 10) -> tuple[np.nda
     axis = np.linalg.svd(sample, full_matrices=False)[2][0] if len(sample) > 1 else np.ones(points.shape[1])
     order = np.argsort(centred @ axis)
     centres = points[order[np.linspace(0, len(points) - 1, k).astype(int)]].copy()
+    labels = None
     for _ in range(iterations):
-        labels = ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+        fresh = ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+        if labels is not None and np.array_equal(fresh, labels):
+            return centres, labels  # converged: further rounds would change nothing
+        labels = fresh
         for j in range(k):
             members = points[labels == j]
             if len(members):
