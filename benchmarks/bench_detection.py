@@ -283,7 +283,14 @@ Earlier dead ends (seed 0 only, before the final pipeline): VGG16 block3/4/5 fea
 the border (HED's backbone) alone 0.41-0.58 and no gain when added; saliency maps alone 0.30-0.36;
 a maximum-sum box search instead of Otsu components 0.54-0.60 (vs 0.69); hysteresis growth of the
 selection mixed. HED at a 320 px long side was no better than 256 px and half as fast. HED's
-response to the image frame is removed by a 16 px mirrored margin. The remaining misses are
+response to the image frame is removed by a mirrored margin. HED's own copy (seeds 0+1 / seed 2 /
+catalog, one change from the then default): 256 px with a 16 px margin 0.735 / 0.773 / 0.934; 64 px
+with 8 px, its edges stretched back to the working copy and scaled down by the size ratio (a
+stretched edge is that many times thicker), 0.745 / 0.773 / 0.934, and HED costs about a tenth;
+48 px 0.738 / 0.766 / 0.933; without HED 0.731 / 0.752 / 0.934. Not scaling the stretched edges
+kept the IoU but halved the score of a plain object on a plain backdrop (0.68 -> 0.37). Fitting
+the border colours on a 2,000-pixel sample (0.742 / 0.757) and GrabCut on a copy of at most 128 or
+96 px (0.727 / 0.733, 0.719 / 0.731) lost IoU and were dropped. The remaining misses are
 objects pasted onto busy scenes (china, flower) that already have a salient subject of their own:
 the box then covers both or the scene's subject. `objectness:split` halves that but on real photos
 (local_test_data/photos) it picks out distinct parts (the cat's eye, the motorbike's tank), so it

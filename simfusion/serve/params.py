@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from simfusion.search.catalog import CANDIDATE_FACTOR
+from simfusion.search.crops import CROPS
 from simfusion.search.rules import CATEGORY_KEY, Rules, parse_boosts, parse_filters, parse_ids
 from simfusion.search.vectors import check_views, parse_weights
 
@@ -105,10 +106,14 @@ def search_options(params: Mapping[str, Any], index_views: Sequence[str]) -> dic
         weights = parse_weights(weights_text, views) if weights_text else None
     except ValueError as exc:
         raise ValueError(f"weights: {exc}") from None
+    crops = str(one(params, "crops") or "guided")
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {', '.join(CROPS)}, not {crops!r}")
     return {
         "k": whole_number(params, "top_k", DEFAULT_TOP_K, top=MAX_TOP_K),
         "rules": rules,
         "views": views,
         "weights": weights,
         "candidates": whole_number(params, "candidates", CANDIDATE_FACTOR, top=100),
+        "crops": crops,
     }

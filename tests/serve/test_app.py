@@ -127,6 +127,10 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(server):
         "unknown view(s) colour: the index has edges, thumbnail",
     )
     assert post("/search?boost=brand:2", json={"id": "item-001"})[0] == 422
+    assert post("/search?crops=everywhere", json={"id": "item-001"}) == (
+        422,
+        "crops must be one of guided, detector, not 'everywhere'",
+    )
     assert post("/duplicates", json={"threshold": 2})[0] == 422
     health = requests.get(server + "/health", timeout=30)
     assert health.status_code == 200 and health.json()["status"] == "ok"
