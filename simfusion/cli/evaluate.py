@@ -8,6 +8,7 @@ import logging
 from simfusion.cli.common import configure_logging
 from simfusion.evaluate.protocol import BASELINES, evaluate_store
 from simfusion.evaluate.report import format_table, plot_results
+from simfusion.search.graph import REORDERS
 from simfusion.search.vectors import FUSIONS
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ def build_parser():
     parser.add_argument("--whiten", action="store_true", help="PCA-whiten each view, fitted on the catalog")
     parser.add_argument("--baselines", default=",".join(BASELINES), help="baselines to add ('' for none)")
     parser.add_argument("--base_image_path", default=".", help="folder relative thumbnail paths start from")
+    parser.add_argument(
+        "--rerank",
+        choices=REORDERS,
+        default="none",
+        help="diffusion: also a row of the tuned (else plain) fusion re-ranked as predict.py --rerank does",
+    )
     parser.add_argument("--json", help="also write the results as JSON here")
     parser.add_argument("--plot", help="also draw the results as a bar chart (PNG) here")
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -71,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             whiten=args.whiten,
             baselines=baselines,
             base_path=args.base_image_path,
+            rerank=args.rerank,
         )
     except (ValueError, FileNotFoundError, OSError) as exc:
         log.error("evaluate: %s", exc)

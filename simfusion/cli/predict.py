@@ -31,6 +31,7 @@ from simfusion.io.records import (
 from simfusion.search.catalog import CANDIDATE_FACTOR, Catalog
 from simfusion.search.crops import CROPS
 from simfusion.search.faiss_index import single_query_threads
+from simfusion.search.graph import REORDERS
 from simfusion.search.rules import (
     CATEGORY_KEY,
     Rules,
@@ -104,6 +105,13 @@ def build_parser():
     )
     parser.add_argument("--nprobe", type=positive_int, help="IVF lists searched (IVF index)")
     parser.add_argument("--ef_search", type=positive_int, help="HNSW search breadth (HNSW index)")
+    parser.add_argument(
+        "--rerank",
+        choices=REORDERS,
+        default="none",
+        help="diffusion: reorder the best 100 hits over the catalog's own 20-nearest-neighbour graph "
+        "(built once per process: seconds at 10,000 items); scores stay the fused cosine",
+    )
     parser.add_argument("--detector", help="object detector (default: the one training used)")
     parser.add_argument(
         "--crops",
@@ -177,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             nprobe=args.nprobe,
             ef_search=args.ef_search,
             crops=args.crops,
+            rerank=args.rerank,
         )
         encoded = catalog.encode_queries(
             good, base_path=base, batch_size=args.batch_size, stage=STAGE, **options

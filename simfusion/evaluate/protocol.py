@@ -119,6 +119,28 @@ def fused_ranking(
     raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
 
 
+def diffused_ranking(fused: np.ndarray, query_rows: np.ndarray, *, k: int, batch: int = 256) -> np.ndarray:
+    """Each query's top-`k` rows as predict.py --rerank diffusion ranks them (simfusion.search.graph):
+    its best RERANK_POOL by the cosine, reordered by diffusion over the catalog's neighbour graph.
+    A query is a catalog item here: it is left out of its own pool and taken out of its own graph."""
+    from simfusion.search.graph import GRAPH_K, RERANK_POOL
+    from simfusion.search.rerank import catalog_neighbours, diffuse, diffusion_graph, diffusion_start
+
+    graph = diffusion_graph(*catalog_neighbours(fused, k=GRAPH_K))
+    pool_size = min(len(fused) - 1, max(k, RERANK_POOL))
+    out = np.empty((len(query_rows), min(k, pool_size)), np.int64)
+    for start in range(0, len(query_rows), batch):
+        rows = query_rows[start : start + batch]
+        pool, scores = rank_catalog(fused[rows], fused, k=pool_size, exclude_self_ids=rows)
+        keep = np.ones((len(rows), len(fused)))
+        keep[np.arange(len(rows)), rows] = 0
+        seeds = diffusion_start(scores[:, :GRAPH_K], pool[:, :GRAPH_K], len(fused))
+        spread = diffuse(graph, seeds, keep=keep)
+        order = np.argsort(-(np.take_along_axis(spread, pool, axis=1) + 1e-6 * scores), axis=1, kind="stable")
+        out[start : start + len(rows)] = np.take_along_axis(pool, order, axis=1)[:, : out.shape[1]]
+    return out
+
+
 def score_rankings(
     rankings: Mapping[str, np.ndarray],
     labels: Sequence[Any] | np.ndarray,
@@ -184,6 +206,7 @@ def evaluate_store(
     whiten: bool = False,
     baselines: Sequence[str] = BASELINES,
     base_path: str = ".",
+    rerank: str = "none",
 ) -> dict[str, Any]:
     """Evaluate a trained catalog's store: per view, fused and baselines. Returns a JSON-ready dict.
 
@@ -213,6 +236,13 @@ def evaluate_store(
     if tuned is not None:
         _, tuned_rows, _ = labelled(all_ids, tuned[0], records, category_key=category_key)
         rankings[TUNED] = fused_ranking(tuned_rows, query_rows, k=k_max, fusion=fusion, weights=tuned[1])
+    if rerank == "diffusion":
+        name, base, base_weights = (
+            (TUNED, tuned_rows, tuned[1]) if tuned is not None else (FUSED, vectors, None)
+        )
+        rankings[f"{name} + diffusion"] = diffused_ranking(
+            fuse(base, base_weights or dict.fromkeys(base, 1.0)), query_rows, k=k_max
+        )
     results = score_rankings(rankings, labels, query_rows, ks=ks)
     return {
         "model_save_path": model_save_path,

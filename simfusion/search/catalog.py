@@ -38,6 +38,7 @@ from simfusion.search.build import (
     repair_index,
 )
 from simfusion.search.crops import CROPS, FIT_TOP, best_crop, crop_fit, is_unsure, window_boxes
+from simfusion.search.graph import GRAPH_K, REORDERS, RERANK_POOL, NeighbourGraph, diffused
 from simfusion.search.index import CatalogIndex, search
 from simfusion.search.index_files import load_index
 from simfusion.search.rules import Rules, apply_rules, infer_category, record_category
@@ -61,10 +62,13 @@ class SearchOptions:
     nprobe: int | None = None
     ef_search: int | None = None
     crops: str = "guided"  # simfusion.search.crops: "guided" for queries the detector is unsure of
+    rerank: str = "none"  # simfusion.search.graph: "diffusion" reorders the hits over the catalog's graph
 
     def __post_init__(self) -> None:
         if self.crops not in CROPS:
             raise ValueError(f"crops must be one of {', '.join(CROPS)}, not {self.crops!r}")
+        if self.rerank not in REORDERS:
+            raise ValueError(f"rerank must be one of {', '.join(REORDERS)}, not {self.rerank!r}")
 
 
 class Catalog:
@@ -95,6 +99,7 @@ class Catalog:
             reconcile(index, store)
             self._rows = {key: row for row, key in enumerate(store.record_ids())}
         self.index: CatalogIndex = index
+        self._graph: NeighbourGraph | None = None  # built when a search first re-ranks
 
     # ------------------------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -286,6 +291,8 @@ class Catalog:
         rules, k = opts.rules or Rules(), opts.k
         size = len(self.index)
         wanted = min(size, k * (opts.candidates if rules else 1)) if size else k
+        if opts.rerank != "none":
+            wanted = min(size, max(wanted, RERANK_POOL))
         todo = list(range(len(query_records)))
         out: list[tuple[list[dict[str, Any]], str | None]] = [([], None)] * len(query_records)
         while todo:
@@ -301,6 +308,9 @@ class Catalog:
                 nprobe=opts.nprobe,
                 ef_search=opts.ef_search,
             )
+            if opts.rerank == "diffusion":
+                graph = self.neighbour_graph()
+                found = [diffused(hits, graph) for hits in found]
             fields = self.records({hit["id"] for hits in found for hit in hits})
             again = []
             for row, hits in zip(todo, found, strict=True):
@@ -310,6 +320,20 @@ class Catalog:
                     again.append(row)
             todo, wanted = again, min(size, wanted * GROWTH)
         return out
+
+    def neighbour_graph(self, *, batch_size: int = 256) -> NeighbourGraph:
+        """The catalog's own kNN graph (simfusion.search.graph), found with the index from the items'
+        stored features; built once, and again after the catalog changes."""
+        if self._graph is None:
+            ids, views, hits = list(self.index.ids), self.index.views, []
+            log.info("building the neighbour graph of %d items for re-ranking", len(ids))
+            with FeatureStore(store_path(self.path)) as store:
+                for start in range(0, len(ids), batch_size):
+                    batch = ids[start : start + batch_size]
+                    maps = {view: store.features(view, store.rows(view, batch)) for view in views}
+                    hits.extend(search(self.index, self.vectors(maps), k=min(len(ids), GRAPH_K + 1)))
+            self._graph = NeighbourGraph.from_hits(ids, hits)
+        return self._graph
 
     # ---------------------------------------------------------------------------------- changes
     def add(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 RERANKS = ("none", "kreciprocal", "diffusion")
+DIFFUSION_ALPHA = 0.8
+DIFFUSION_STEPS = 10
 
 
 def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
@@ -73,37 +75,68 @@ def kreciprocal(
     return out
 
 
+def diffusion_graph(rows: np.ndarray, sims: np.ndarray, *, gamma: float = 3.0):
+    """The symmetric-normalised graph of mutual k nearest neighbours (scipy CSR, N x N) from each
+    item's neighbours `rows` (N, k; -1 for none) and their similarities."""
+    from scipy import sparse
+
+    n = len(rows)
+    keep = rows.ravel() >= 0
+    weights = (np.maximum(sims, 0) ** gamma).ravel()[keep]
+    graph = sparse.csr_matrix(
+        (weights, (np.repeat(np.arange(n), rows.shape[1])[keep], rows.ravel()[keep])), (n, n)
+    )
+    graph = graph.minimum(graph.T)  # mutual neighbours only
+    degree = np.asarray(graph.sum(axis=1)).ravel()
+    scale = 1.0 / np.sqrt(np.maximum(degree, 1e-12))
+    return sparse.diags(scale) @ graph @ sparse.diags(scale)
+
+
+def diffuse(
+    graph,
+    start: np.ndarray,
+    *,
+    alpha: float = DIFFUSION_ALPHA,
+    steps: int = DIFFUSION_STEPS,
+    keep: np.ndarray | None = None,
+) -> np.ndarray:
+    """`start` (Q, N: each query's similarities to its nearest items, 0 elsewhere) spread over
+    `graph` for `steps` rounds: items many paths reach rise. (Q, N). `keep` (Q, N), 0 or 1, takes
+    nodes out of a query's graph (a catalog item asking for its own neighbours is not a path)."""
+    spread = start.copy()
+    for _ in range(steps):
+        flow = spread if keep is None else spread * keep
+        spread = alpha * (graph @ flow.T).T + (1 - alpha) * start
+        if keep is not None:
+            spread *= keep
+    return spread
+
+
+def diffusion_start(scores: np.ndarray, rows: np.ndarray, n: int, *, gamma: float = 3.0) -> np.ndarray:
+    """The start vectors (Q, N) of queries whose nearest items `rows` (Q, k) score `scores` (Q, k)."""
+    start = np.zeros((len(rows), n), np.float64)
+    np.put_along_axis(start, rows, np.maximum(scores, 0) ** gamma, axis=1)
+    return start
+
+
 def diffusion(
     queries: np.ndarray,
     catalog: np.ndarray,
     *,
     k: int = 20,
     depth: int = 100,
-    alpha: float = 0.8,
-    steps: int = 10,
+    alpha: float = DIFFUSION_ALPHA,
+    steps: int = DIFFUSION_STEPS,
     gamma: float = 3.0,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Re-ranked top `depth` rows per query by diffusion over the symmetric kNN graph."""
-    from scipy import sparse
-
     rows, sims = neighbours or catalog_neighbours(catalog, k=k)
-    n = len(catalog)
-    weights = np.maximum(sims, 0) ** gamma
-    graph = sparse.csr_matrix(
-        (weights.ravel(), (np.repeat(np.arange(n), rows.shape[1]), rows.ravel())), (n, n)
-    )
-    graph = graph.minimum(graph.T)  # mutual neighbours only
-    degree = np.asarray(graph.sum(axis=1)).ravel()
-    scale = 1.0 / np.sqrt(np.maximum(degree, 1e-12))
-    graph = sparse.diags(scale) @ graph @ sparse.diags(scale)
+    graph = diffusion_graph(rows, sims, gamma=gamma)
     scores = queries @ catalog.T
-    start = np.zeros_like(scores)
     near = top_rows(scores, k)
-    np.put_along_axis(start, near, np.maximum(np.take_along_axis(scores, near, axis=1), 0) ** gamma, axis=1)
-    spread = start.copy()
-    for _ in range(steps):
-        spread = alpha * (graph @ spread.T).T + (1 - alpha) * start
+    start = diffusion_start(np.take_along_axis(scores, near, axis=1), near, len(catalog), gamma=gamma)
+    spread = diffuse(graph, start, alpha=alpha, steps=steps)
     # ties (items the diffusion never reached) fall back to the cosine
     return top_rows(spread + 1e-6 * scores, depth)
 

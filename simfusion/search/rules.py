@@ -119,7 +119,7 @@ def apply_rules(hits: Sequence[Hit], rules: Rules, *, category: str | None = Non
     `category` is the query's category for `same_category` (None keeps no hit, as nothing can
     be said to match). Boosted hits keep their original score as `raw_score`.
     """
-    out = []
+    out, boosted_any = [], False
     for hit in hits:
         if str(hit.get("id")) in rules.exclude_ids:
             continue
@@ -133,5 +133,8 @@ def apply_rules(hits: Sequence[Hit], rules: Rules, *, category: str | None = Non
                 factor *= boost.factor
         if factor != 1.0:
             hit = {**hit, "raw_score": hit["score"], "score": round(boosted(float(hit["score"]), factor), 6)}
+            boosted_any = True
         out.append(hit)
+    if not boosted_any:
+        return out  # the hits' own order (the fused score's, or a re-ranking's) stands
     return sorted(out, key=lambda hit: -float(hit["score"]))  # stable: ties keep their ranking

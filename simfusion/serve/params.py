@@ -12,6 +12,7 @@ from typing import Any
 
 from simfusion.search.catalog import CANDIDATE_FACTOR
 from simfusion.search.crops import CROPS
+from simfusion.search.graph import REORDERS
 from simfusion.search.rules import CATEGORY_KEY, Rules, parse_boosts, parse_filters, parse_ids
 from simfusion.search.vectors import check_views, parse_weights
 
@@ -109,6 +110,9 @@ def search_options(params: Mapping[str, Any], index_views: Sequence[str]) -> dic
     crops = str(one(params, "crops") or "guided")
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {', '.join(CROPS)}, not {crops!r}")
+    rerank = str(one(params, "rerank") or "none")
+    if rerank not in REORDERS:
+        raise ValueError(f"rerank must be one of {', '.join(REORDERS)}, not {rerank!r}")
     return {
         "k": whole_number(params, "top_k", DEFAULT_TOP_K, top=MAX_TOP_K),
         "rules": rules,
@@ -116,4 +120,5 @@ def search_options(params: Mapping[str, Any], index_views: Sequence[str]) -> dic
         "weights": weights,
         "candidates": whole_number(params, "candidates", CANDIDATE_FACTOR, top=100),
         "crops": crops,
+        "rerank": rerank,
     }

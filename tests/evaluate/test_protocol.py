@@ -130,3 +130,19 @@ def test_cli_on_a_store(tmp_path, rng):
         command[:3] + [str(tmp_path / "nowhere")], capture_output=True, text=True, cwd=REPO
     )
     assert missing.returncode == 1 and "evaluate:" in missing.stderr
+
+
+def test_diffused_ranking_leaves_the_query_out_and_ranks_a_dense_group_first(rng):
+    from simfusion.evaluate.protocol import diffused_ranking
+    from simfusion.search.vectors import l2_normalize
+
+    labels = np.repeat(np.arange(4), 30)
+    vectors = l2_normalize(clustered(rng, labels, dim=16, noise=0.8))
+    queries = np.arange(0, 120, 7)
+    ranked = diffused_ranking(vectors, queries, k=20)
+    assert ranked.shape == (len(queries), 20)
+    assert not np.any(ranked == queries[:, None])  # never itself
+    assert all(len(set(row)) == 20 for row in ranked.tolist())
+    plain = fused_ranking({"v": vectors}, queries, k=20)
+    scores = score_rankings({"plain": plain, "diffused": ranked}, labels, queries, ks=(20,))
+    assert scores["diffused"]["mAP@20"] >= scores["plain"]["mAP@20"] - 0.02
