@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import square_image
 
-from simfusion.views.mobilenet import grid_pool, mobilenet_features
+from simfusion.views.mobilenet import grid_pool, mobilenet_deep_features, mobilenet_features
 from simfusion.views.registry import DEFAULT_VIEWS, default_views
 
 
@@ -25,6 +25,10 @@ def test_mobilenet_view_is_deterministic_and_finds_the_same_object(coco_models):
     np.testing.assert_allclose(mobilenet_features(red[None])[0], features[0], rtol=1e-4, atol=1e-4)
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
     assert unit[0] @ unit[1] > unit[0] @ unit[2]
+    deep = mobilenet_deep_features(np.stack([red, moved, blue]))
+    assert deep.shape == (3, 4 * 4 * 64) and deep.dtype == np.float32
+    unit = deep / np.linalg.norm(deep, axis=1, keepdims=True)
+    assert unit[0] @ unit[1] > unit[0] @ unit[2]
 
 
 def test_default_views_leave_mobilenet_out_only_without_its_model(tmp_path, monkeypatch, caplog):
@@ -32,7 +36,8 @@ def test_default_views_leave_mobilenet_out_only_without_its_model(tmp_path, monk
     with caplog.at_level("WARNING"):
         views = default_views()
     assert views == tuple(v for v in DEFAULT_VIEWS if v != "mobilenet_coco")
-    assert "mobilenet_coco left out" in caplog.text and "make models" in caplog.text
+    assert "mobilenet_coco left out" in caplog.text
+    assert "make models" in caplog.text
 
 
 def test_default_views_include_mobilenet_where_its_model_is_fetched(coco_models):
