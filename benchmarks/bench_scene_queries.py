@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         for view in views:
             maps[view].append(got[view].copy())
         # the product's default query path: catalog-guided crops where the detector is unsure
-        chosen = catalog_search.guide(images, got, found, SearchOptions())
+        chosen = catalog_search.guide([{} for _ in images], images, got, found, SearchOptions())
         guided += sum(box is not None for box in chosen)
         for view in views:
             guided_maps[view].append(got[view])

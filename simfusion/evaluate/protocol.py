@@ -232,17 +232,12 @@ def evaluate_store(
         rankings[FUSED] = fused_ranking(
             vectors, query_rows, k=k_max, fusion=fusion, weights=weights_by_view, view_rankings=rankings
         )
-    tuned = tuned_vectors(model_save_path, pooled)
-    if tuned is not None:
-        _, tuned_rows, _ = labelled(all_ids, tuned[0], records, category_key=category_key)
-        rankings[TUNED] = fused_ranking(tuned_rows, query_rows, k=k_max, fusion=fusion, weights=tuned[1])
-    if rerank == "diffusion":
-        name, base, base_weights = (
-            (TUNED, tuned_rows, tuned[1]) if tuned is not None else (FUSED, vectors, None)
-        )
-        rankings[f"{name} + diffusion"] = diffused_ranking(
-            fuse(base, base_weights or dict.fromkeys(base, 1.0)), query_rows, k=k_max
-        )
+
+    def keep(tuned):  # the labelled items' rows of vectors of every stored item
+        return labelled(all_ids, tuned, records, category_key=category_key)[1]
+
+    options = {"k": k_max, "fusion": fusion, "rerank": rerank}
+    rankings.update(index_rankings(model_save_path, pooled, vectors, query_rows, keep=keep, **options))
     results = score_rankings(rankings, labels, query_rows, ks=ks)
     return {
         "model_save_path": model_save_path,
@@ -256,6 +251,33 @@ def evaluate_store(
         "pooling": pooling,
         "results": results,
     }
+
+
+def index_rankings(
+    model_save_path: str,
+    pooled: Mapping[str, np.ndarray],
+    vectors: Mapping[str, np.ndarray],
+    query_rows: np.ndarray,
+    *,
+    keep,
+    k: int,
+    fusion: str,
+    rerank: str,
+) -> dict[str, np.ndarray]:
+    """The rows of the fusion the index was built with (its tuned weights) and, with `rerank`, of
+    that fusion (else the plain one) re-ranked as predict.py re-ranks. `keep` maps vectors of every
+    stored item to the labelled items' rows, which `vectors` already are."""
+    out = {}
+    tuned = tuned_vectors(model_save_path, pooled)
+    if tuned is not None:
+        tuned_rows = keep(tuned[0])
+        out[TUNED] = fused_ranking(tuned_rows, query_rows, k=k, fusion=fusion, weights=tuned[1])
+    if rerank == "diffusion":
+        name, base, weights = (TUNED, tuned_rows, tuned[1]) if tuned is not None else (FUSED, vectors, None)
+        out[f"{name} + diffusion"] = diffused_ranking(
+            fuse(base, weights or dict.fromkeys(base, 1.0)), query_rows, k=k
+        )
+    return out
 
 
 def baselines_of(

@@ -189,21 +189,20 @@ class Catalog:
             records, base_path=base_path, batch_size=batch_size, views=opts.views, stage=stage
         )
         if opts.crops == "guided" and encoded.records:
-            chosen = self.guide(encoded.images, encoded.maps, encoded.found, opts)
-            for record, box in zip(encoded.records, chosen, strict=True):
-                if box is not None:
-                    record["query_box"] = box
+            self.guide(encoded.records, encoded.images, encoded.maps, encoded.found, opts)
         return encoded
 
     def guide(
         self,
+        records: Sequence[dict[str, Any]],
         images: Sequence[np.ndarray],
         maps: Mapping[str, np.ndarray],
         found: Sequence[Mapping[str, Any]],
         opts: SearchOptions,
     ) -> list[list[int] | None]:
         """Catalog-guided crops (simfusion.search.crops): each unsure query's rows of `maps` become
-        those of its best-fitting crop. Returns each query's chosen box (None: not guided)."""
+        those of its best-fitting crop, and its record gets that crop as `query_box`. Returns each
+        query's chosen box (None: not guided)."""
         views = list(opts.views or self.index.views)
         chosen: list[list[int] | None] = [None] * len(images)
         for row, (image, result) in enumerate(zip(images, found, strict=True)):
@@ -221,7 +220,7 @@ class Catalog:
             best = best_crop(crop_fit(hits))
             for view in views:
                 maps[view][row] = crop_maps[view][best]
-            chosen[row] = boxes[best]
+            chosen[row] = records[row]["query_box"] = boxes[best]
             log.info(
                 "query %d: detection unsure; answered from crop %s of %d", row + 1, boxes[best], len(boxes)
             )
@@ -242,9 +241,7 @@ class Catalog:
                 boxes=[r.get("box") for r in records],
             )
             if opts.crops == "guided":
-                for record, box in zip(records, self.guide(images, maps, found, opts), strict=True):
-                    if box is not None:
-                        record["query_box"] = box
+                self.guide(records, images, maps, found, opts)
             self.answer(records, maps, **options)
         return records
 
