@@ -41,7 +41,7 @@ def encoders(size: int) -> dict:
     out["hed_vgg16 before (block5 at 128 px, 2x2 avg+max)"] = PretrainedEncoder(
         input_shape=(size, size, 3), block="block5", grid=2
     )
-    for name in ("hog", "tiny"):
+    for name in ("hog", "tiny", "mobilenet_coco", "mobilenet_coco_deep"):  # the MobileNets need `make models`
         out[name] = ComputedEncoder(VIEWS[name].compute, model_name=name)
     out["student"] = StudentEncoder(build_student((STUDENT_SIZE, STUDENT_SIZE, 3), 50))
     return out
