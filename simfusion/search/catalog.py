@@ -305,7 +305,7 @@ class Catalog:
                 nprobe=opts.nprobe,
                 ef_search=opts.ef_search,
             )
-            if opts.rerank == "diffusion":
+            if opts.rerank == "diffusion" and size:
                 graph = self.neighbour_graph()
                 found = [diffused(hits, graph) for hits in found]
             fields = self.records({hit["id"] for hits in found for hit in hits})
