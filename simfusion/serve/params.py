@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from simfusion.search.catalog import CANDIDATE_FACTOR
-from simfusion.search.crops import CROPS
-from simfusion.search.graph import REORDERS
+from simfusion.search.catalog import CANDIDATE_FACTOR, SearchOptions
 from simfusion.search.rules import CATEGORY_KEY, Rules, parse_boosts, parse_filters, parse_ids
 from simfusion.search.vectors import check_views, parse_weights
 
@@ -107,18 +105,14 @@ def search_options(params: Mapping[str, Any], index_views: Sequence[str]) -> dic
         weights = parse_weights(weights_text, views) if weights_text else None
     except ValueError as exc:
         raise ValueError(f"weights: {exc}") from None
-    crops = str(one(params, "crops") or "guided")
-    if crops not in CROPS:
-        raise ValueError(f"crops must be one of {', '.join(CROPS)}, not {crops!r}")
-    rerank = str(one(params, "rerank") or "none")
-    if rerank not in REORDERS:
-        raise ValueError(f"rerank must be one of {', '.join(REORDERS)}, not {rerank!r}")
-    return {
+    options = {
         "k": whole_number(params, "top_k", DEFAULT_TOP_K, top=MAX_TOP_K),
         "rules": rules,
         "views": views,
         "weights": weights,
         "candidates": whole_number(params, "candidates", CANDIDATE_FACTOR, top=100),
-        "crops": crops,
-        "rerank": rerank,
+        "crops": str(one(params, "crops") or SearchOptions.crops),
+        "rerank": str(one(params, "rerank") or SearchOptions.rerank),
     }
+    SearchOptions(**options)  # the Catalog's own checks (crops, rerank), before any work is done
+    return options
