@@ -208,14 +208,17 @@ class Catalog:
         for row, (image, result) in enumerate(zip(images, found, strict=True)):
             if not is_unsure(result):
                 continue
-            boxes = [list(result["box"]), *window_boxes(*image.shape[:2])]
+            windows = window_boxes(*image.shape[:2])
             crop_maps, _ = encode_images(
-                [image] * len(boxes),
+                [image] * len(windows),
                 model_save_path=self.path,
                 views=views,
                 pipeline=self.pipeline,
-                boxes=boxes,
+                boxes=windows,
             )
+            # the detector's own box comes first; the query's maps already hold its encoding
+            boxes = [list(result["box"]), *windows]
+            crop_maps = {view: np.concatenate([maps[view][row : row + 1], crop_maps[view]]) for view in views}
             hits = search(self.index, self.vectors(crop_maps), k=FIT_TOP, views=views, weights=opts.weights)
             best = best_crop(crop_fit(hits))
             for view in views:
