@@ -44,13 +44,16 @@ SCAN_BYTES_PER_MS = 1e6
 
 
 def single_query_threads() -> None:
-    """One OpenMP thread for FAISS, in processes that answer one query at a time (the service,
-    predict.py): FAISS's threads gain nothing on a single query and keep spinning after it, taking
-    the cores from the next query's TensorFlow work. Measured on 2 cores: the probe scan of a
-    10,000-item catalog 2.2 ms with 2 threads, 0.2 ms with 1; a whole search 10.7 -> 5.7 ms."""
+    """One thread for FAISS (OpenMP) and for numpy's BLAS, in processes that answer one query at a
+    time (the service, predict.py). Neither gains on a single query, and both keep their threads
+    spinning after it, taking the cores from the next query's TensorFlow work. Measured on 2 cores:
+    FAISS's probe scan of a 10,000-item catalog 2.2 ms with 2 threads, 0.2 ms with 1; HED on the next
+    query's detection copy 45-65 ms right after a search with BLAS on 2 threads, 25-30 ms with 1."""
     import faiss
+    from threadpoolctl import threadpool_limits
 
     faiss.omp_set_num_threads(1)
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def choose_kind(n: int) -> str:
