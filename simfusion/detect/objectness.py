@@ -30,6 +30,10 @@ OBJECTNESS_SIZE = 256  # long side of the copy the objectness map works on
 HED_SIZE = 64
 HED_MARGIN = 8
 MIN_WORK_SIDE = 32  # HED pools 4 times; smaller copies are stretched up to this
+# GrabCut's rounds in `refine_box`. Detection benchmark (seeds 0+1 / seed 2 / catalog photos, mean
+# IoU): 1 round 0.740 / 0.762 / 0.950, 2 rounds 0.746 / 0.776 / 0.941, 3 rounds 0.745 / 0.773 /
+# 0.934; each round costs about 4 ms on a product shot and 40 ms on a 256 px photo.
+GRABCUT_ITERATIONS = 2
 
 
 def working_copy(image: np.ndarray, *, size: int = OBJECTNESS_SIZE) -> np.ndarray:
@@ -64,9 +68,10 @@ def _kmeans(points: np.ndarray, k: int, *, iterations: int = 10) -> tuple[np.nda
     axis = np.linalg.svd(sample, full_matrices=False)[2][0] if len(sample) > 1 else np.ones(points.shape[1])
     order = np.argsort(centred @ axis)
     centres = points[order[np.linspace(0, len(points) - 1, k).astype(int)]].copy()
+    planes = np.ascontiguousarray(points.T)
     labels = None
     for _ in range(iterations):
-        fresh = ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+        fresh = _squared_distances(planes, centres).argmin(0)
         if labels is not None and np.array_equal(fresh, labels):
             return centres, labels  # converged: further rounds would change nothing
         labels = fresh
@@ -74,8 +79,18 @@ def _kmeans(points: np.ndarray, k: int, *, iterations: int = 10) -> tuple[np.nda
             members = points[labels == j]
             if len(members):
                 centres[j] = members.mean(axis=0)
-    labels = ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
-    return centres, labels
+    return centres, _squared_distances(planes, centres).argmin(0)
+
+
+def _squared_distances(planes: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared distances (k, N) of points given as coordinate planes (D, N) to centres (k, D): the
+    same sums, in the same order, as broadcasting (N, k, D), at a tenth of its cost for D = 3."""
+    out = np.empty((len(centres), planes.shape[1]), planes.dtype)
+    for j, centre in enumerate(centres):
+        np.square(planes[0] - centre[0], out=out[j])
+        for d in range(1, len(planes)):
+            out[j] += np.square(planes[d] - centre[d])
+    return out
 
 
 def border_contrast(image: np.ndarray, *, clusters: int = 8, cover: float = 0.8) -> np.ndarray:
@@ -94,11 +109,8 @@ def border_contrast(image: np.ndarray, *, clusters: int = 8, cover: float = 0.8)
     share = np.bincount(labels, minlength=len(centres)) / len(border)
     order = np.argsort(-share)
     keep = order[: int(np.searchsorted(np.cumsum(share[order]), cover - 1e-9)) + 1]
-    pixels = lab.reshape(-1, 3)
-    distance = np.full(len(pixels), np.inf, np.float32)
-    for centre in centres[keep]:
-        np.minimum(distance, np.sqrt(((pixels - centre) ** 2).sum(-1)), out=distance)
-    return distance.reshape(height, width)
+    squared = _squared_distances(np.ascontiguousarray(lab.reshape(-1, 3).T), centres[keep])
+    return np.sqrt(squared.min(axis=0)).reshape(height, width)
 
 
 def edge_excess(edges: np.ndarray, *, sigma: float = 0.015) -> np.ndarray:
@@ -210,7 +222,7 @@ def refine_box(
         return [x0, y0, x1, y1]
     background, foreground = np.zeros((1, 65)), np.zeros((1, 65))
     crop = np.ascontiguousarray(image[ct:cb, cl:cr])
-    cv2.grabCut(crop, mask, None, background, foreground, 3, cv2.GC_INIT_WITH_MASK)
+    cv2.grabCut(crop, mask, None, background, foreground, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
     found = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(found)
     if count <= 1:
