@@ -290,9 +290,9 @@ stretched edge is that many times thicker), 0.745 / 0.773 / 0.934, and HED costs
 48 px 0.738 / 0.766 / 0.933; without HED 0.731 / 0.752 / 0.934. Not scaling the stretched edges
 kept the IoU but halved the score of a plain object on a plain backdrop (0.68 -> 0.37). Fitting
 the border colours on a 2,000-pixel sample (0.742 / 0.757) and GrabCut on a copy of at most 128 or
-96 px (0.727 / 0.733, 0.719 / 0.731) lost IoU and were dropped. A lead: GrabCut at 2 iterations
-instead of 3 gave 0.746 / 0.776 / 0.941 (1 iteration 0.740 / 0.762 / 0.950) and saves about 4 ms a
-product shot, 40 ms a photo; not yet the default, as the catalogs measured here were detected at 3.
+96 px (0.727 / 0.733, 0.719 / 0.731) lost IoU and were dropped. GrabCut at 2 rounds instead of 3
+gave 0.746 / 0.776 / 0.941 (1 round 0.740 / 0.762 / 0.950) and saves about 4 ms a product shot and
+50 ms a photo: the default since 2026-12-01 (the table above is at 2).
 The remaining misses are objects pasted onto busy scenes (china, flower) that already have a salient
 subject of their own: the box then covers both or the scene's subject. `objectness:split` halves
 that but on real photos (local_test_data/photos) it picks out distinct parts (the cat's eye, the
