@@ -23,6 +23,26 @@ def test_backbone_maps_shapes_and_content(coco_models, rng):
         backbone_maps(images, layer="conv_99")
 
 
+def test_the_two_mobilenet_views_share_one_pass_with_the_same_maps(coco_models):
+    from skimage import data
+
+    from simfusion.models import coco
+
+    images = np.stack([data.astronaut()[:200, :200], data.coffee()[:200, :200]])
+    coco._recent.clear()
+    early = coco.backbone_maps(images, layer="expanded_conv_5", size=128)
+    late = coco.backbone_maps(images, layer="expanded_conv_8", size=128)
+    assert len(coco._recent) == 1  # the second view came from the first one's pass
+    assert late.shape == (2, 8, 8, 64) and not late.flags.writeable
+    alone = coco._backbone_pass(images, ("expanded_conv_8",), size=128, batch_size=32)["expanded_conv_8"]
+    assert np.allclose(late, alone, atol=1e-4)
+    # another batch is its own entry, and only the last few are kept
+    for shift in range(1, 1 + coco.RECENT_BATCHES):
+        other = coco.backbone_maps(np.roll(images, shift, axis=1), layer="expanded_conv_5", size=128)
+        assert not np.allclose(other, early)
+    assert len(coco._recent) == coco.RECENT_BATCHES
+
+
 def test_centernet_is_batched_and_answers_in_each_images_pixels(coco_models):
     import cv2
     from skimage import data
