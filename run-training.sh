@@ -3,7 +3,7 @@
 #   ./run-training.sh [RECORDS.jsonl] [OUT_DIR]
 # Settings come from the environment: DETECTOR (objectness), DETECTION_IMAGES (set: draw the boxes),
 # IM_HEIGHT, IM_WIDTH, IM_CHANNEL (128, 128, 3), EDGES (hed; canny is fast), VIEWS (train.py's default:
-# hed_vgg16,hog,tiny,mobilenet_coco; the saliency stage runs when VIEWS names saliency, edges
+# hed_vgg16,hog,tiny,mobilenet_coco,mobilenet_coco_deep; the saliency stage runs when VIEWS names saliency, edges
 # or foreground), EPOCHS (5),
 # OBJECTIVE, FUSION_ARGS (extra fusion.py flags). Every stage's records are kept in OUT_DIR, so a failed record can be traced.
 set -euo pipefail

@@ -46,8 +46,8 @@ def build_parser():
     parser.add_argument(
         "--views",
         help=f"comma-separated views to train/encode, of {','.join(VIEWS)} (any other name: an autoencoder "
-        f"over <base>/<name>/ images); default {','.join(DEFAULT_VIEWS)} (mobilenet_coco left out, with a "
-        "warning, where the COCO model cache is not fetched)",
+        f"over <base>/<name>/ images); default {','.join(DEFAULT_VIEWS)} (the mobilenet_coco views left out, "
+        "with a warning, where the COCO model cache is not fetched)",
     )
     parser.add_argument("--epochs", type=positive_int, default=TrainOptions.epochs)
     parser.add_argument("--batch_size", type=positive_int, default=TrainOptions.batch_size)

@@ -35,11 +35,11 @@ def test_default_views_leave_mobilenet_out_only_without_its_model(tmp_path, monk
     monkeypatch.setenv("SIMFUSION_MODELS", str(tmp_path / "empty"))
     with caplog.at_level("WARNING"):
         views = default_views()
-    assert views == tuple(v for v in DEFAULT_VIEWS if v != "mobilenet_coco")
-    assert "mobilenet_coco left out" in caplog.text
+    assert views == tuple(v for v in DEFAULT_VIEWS if not v.startswith("mobilenet_coco"))
+    assert "mobilenet_coco left out" in caplog.text and "mobilenet_coco_deep left out" in caplog.text
     assert "make models" in caplog.text
 
 
 def test_default_views_include_mobilenet_where_its_model_is_fetched(coco_models):
     assert default_views() == DEFAULT_VIEWS
-    assert "mobilenet_coco" in DEFAULT_VIEWS
+    assert "mobilenet_coco" in DEFAULT_VIEWS and "mobilenet_coco_deep" in DEFAULT_VIEWS
