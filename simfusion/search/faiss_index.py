@@ -46,7 +46,9 @@ SCAN_BYTES_PER_MS = 1e6
 def single_query_threads() -> None:
     """One thread for FAISS (OpenMP) and for numpy's BLAS, in processes that answer one query at a
     time (the service, predict.py). Neither gains on a single query, and both keep their threads
-    spinning after it, taking the cores from the next query's TensorFlow work. Measured on 2 cores:
+    spinning after it, taking the cores from the next query's TensorFlow work. OpenMP's setting
+    belongs to the calling thread: call this in every thread that searches (the service's search
+    pool has it as its initializer). Measured on 2 cores:
     FAISS's probe scan of a 10,000-item catalog 2.2 ms with 2 threads, 0.2 ms with 1; HED on the next
     query's detection copy 45-65 ms right after a search with BLAS on 2 threads, 25-30 ms with 1."""
     import faiss

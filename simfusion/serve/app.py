@@ -28,6 +28,7 @@ from typing import Any
 from simfusion.io.images import ImageError
 from simfusion.io.records import record_json
 from simfusion.search.duplicates import DEFAULT_THRESHOLD, MAX_PER_ITEM
+from simfusion.search.faiss_index import single_query_threads
 from simfusion.search.vectors import UnknownViewError
 from simfusion.serve.limits import MAX_UPLOAD_BYTES, BodyLimit, bearer_or_header, key_problem
 from simfusion.serve.metrics import Metrics, MetricsMiddleware
@@ -65,7 +66,10 @@ class Context:
         self, service: Service, *, api_key: str | None, threads: int, request_timeout: float
     ) -> None:
         self.service, self.api_key, self.request_timeout = service, api_key, request_timeout
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="search")
+        # each search thread sets FAISS's OpenMP threads for itself (the setting is per thread)
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="search", initializer=single_query_threads
+        )
         self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
         self.state: dict[str, Any] = {"image_search": None}
 

@@ -241,3 +241,22 @@ def test_the_page_is_served(server):
     assert '<script src="app.js">' in page.text
     script = requests.get(server + "/app.js", timeout=30)
     assert script.status_code == 200 and "FormData" in script.text
+
+
+def test_search_threads_run_faiss_and_blas_on_one_thread():
+    # OpenMP's thread count is per thread: the pool's own threads must set it, not only serve.py's
+    import faiss
+    from threadpoolctl import threadpool_info
+
+    from simfusion.serve.app import Context
+
+    ctx = Context(None, api_key=None, threads=2, request_timeout=10)
+    try:
+        omp = ctx.pool.submit(faiss.omp_get_max_threads).result()
+        blas = ctx.pool.submit(
+            lambda: [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        )
+        assert omp == 1 and set(blas.result()) == {1}
+    finally:
+        ctx.pool.shutdown()
+        ctx.writer.shutdown()
