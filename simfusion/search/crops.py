@@ -12,7 +12,9 @@ picks the window holding the product. Chosen on the scene-query benchmark's quer
 held-out catalog items as queries (threshold 0.5 / 0.7 / always, prior 0 to 0.04): P@10 0.18
 with the detector's box, 0.33 guided, while the clean queries moved from 0.790 to 0.787. Comparing
 the crops on the computed views only (no pretrained CNN over every crop) cut a guided query's time
-by about 40% but lost 0.02 P@10 (0.331 -> 0.313), so every view compares them.
+by about 40% but lost 0.02 P@10 (0.331 -> 0.313), so every view compares them. Windows two thirds
+of a window apart instead of half (about half as many crops) lost more: 0.332 -> 0.272 with the
+five default views, for 20% less encoding time.
 """
 
 from __future__ import annotations
