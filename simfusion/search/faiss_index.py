@@ -48,7 +48,7 @@ def single_query_threads() -> None:
     time (the service, predict.py). Neither gains on a single query, and both keep their threads
     spinning after it, taking the cores from the next query's TensorFlow work. OpenMP's setting
     belongs to the calling thread: call this in every thread that searches (the service's search
-    pool has it as its initializer). Measured on 2 cores:
+    pool has it as its initializer); the BLAS limit holds for the whole process. Measured on 2 cores:
     FAISS's probe scan of a 10,000-item catalog 2.2 ms with 2 threads, 0.2 ms with 1; HED on the next
     query's detection copy 45-65 ms right after a search with BLAS on 2 threads, 25-30 ms with 1."""
     import faiss

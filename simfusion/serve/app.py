@@ -66,7 +66,8 @@ class Context:
         self, service: Service, *, api_key: str | None, threads: int, request_timeout: float
     ) -> None:
         self.service, self.api_key, self.request_timeout = service, api_key, request_timeout
-        # each search thread sets FAISS's OpenMP threads for itself (the setting is per thread)
+        # each search thread sets FAISS's OpenMP threads for itself (OpenMP's setting is per thread;
+        # the BLAS limit it also sets is process-wide)
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="search", initializer=single_query_threads
         )

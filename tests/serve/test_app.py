@@ -246,10 +246,11 @@ def test_the_page_is_served(server):
 def test_search_threads_run_faiss_and_blas_on_one_thread():
     # OpenMP's thread count is per thread: the pool's own threads must set it, not only serve.py's
     import faiss
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     from simfusion.serve.app import Context
 
+    original = threadpool_limits(limits=None)  # the BLAS limit is process-wide: restored below
     ctx = Context(None, api_key=None, threads=2, request_timeout=10)
     try:
         omp = ctx.pool.submit(faiss.omp_get_max_threads).result()
@@ -260,3 +261,4 @@ def test_search_threads_run_faiss_and_blas_on_one_thread():
     finally:
         ctx.pool.shutdown()
         ctx.writer.shutdown()
+        original.restore_original_limits()
