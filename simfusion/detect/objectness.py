@@ -32,7 +32,7 @@ HED_MARGIN = 8
 MIN_WORK_SIDE = 32  # HED pools 4 times; smaller copies are stretched up to this
 # GrabCut's rounds in `refine_box`. Detection benchmark (seeds 0+1 / seed 2 / catalog photos, mean
 # IoU): 1 round 0.740 / 0.762 / 0.950, 2 rounds 0.746 / 0.776 / 0.941, 3 rounds 0.745 / 0.773 /
-# 0.934; each round costs about 4 ms on a product shot and 40 ms on a 256 px photo.
+# 0.934; each round costs about 4 ms on a product shot and 40-50 ms on a 256 px photo.
 GRABCUT_ITERATIONS = 2
 
 

@@ -90,7 +90,8 @@ VIEWS: dict[str, View] = {
 # mobilenet_coco_deep (a later block of the same network, computed in the same pass) is the
 # strongest single view on every catalog we measured; with it the tuned fusion ranks better than
 # the four views without it on each (held-out 0.760 vs 0.753 P@10, Fashion-MNIST 10k 0.823 vs 0.815,
-# near-duplicates 0.864 vs 0.841 mAP), though it then lands within 0.005 of that view alone.
+# near-duplicates with detection 0.869 vs 0.841 mAP), though it then lands within 0.005 of that view
+# alone on the category benchmarks and below it on scene queries (BENCHMARKS.md, fusion_heldout).
 DEFAULT_VIEWS = ("hed_vgg16", "hog", "tiny", "mobilenet_coco", "mobilenet_coco_deep")
 # views whose network comes from the model cache (simfusion.models.cache: `make models`)
 CACHED_MODELS = {"mobilenet_coco": "centernet", "mobilenet_coco_deep": "centernet"}
