@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from simfusion.search.build import catalog_vectors
     from simfusion.search.catalog import Catalog, SearchOptions
     from simfusion.search.crops import UNSURE_SCORE
+    from simfusion.search.index import search
     from simfusion.search.vectors import fit_transform, fuse, l2_normalize, transform
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -142,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         rankings["fused: tuned, the detector's box only (--crops detector)"] = ranked(
             fuse(detector_q, weights), fuse(catalog, weights)
         )
+        index = catalog_search.index
+        if index.clusters_share:
+            row_of = {key: row for row, key in enumerate(ids)}
+            hits = search(index, transform({v: queries[v] for v in index.views}, index.params), k=100)
+            rankings["fused: tuned + clusters (the index's ranking)"] = np.array(
+                [[row_of[hit["id"]] for hit in found] for found in hits]
+            )
     thumbs = np.stack(
         [
             cv2.resize(

@@ -65,6 +65,12 @@ def build_parser():
         help="no unsupervised tuning of the views' weights and whitening: every view weighs 1 (or --weights)",
     )
     parser.add_argument(
+        "--no_clusters",
+        action="store_true",
+        help="rank by the views alone: no clusters term (a projection learnt from k-means clusters of the "
+        "catalog's fused vectors, added to early fusion's score by default)",
+    )
+    parser.add_argument(
         "--tune_images", type=positive_int, default=TuneOptions.images, help="catalog items the tuning copies"
     )
     parser.add_argument(
@@ -204,6 +210,7 @@ def build_main(args, parser, kind: str) -> int:
             hnsw_m=args.hnsw_m,
             max_memory=args.max_index_memory,
             target_latency_ms=args.target_latency_ms,
+            clusters=not args.no_clusters,
         )
     except UnknownViewError as exc:
         parser.error(f"--views: {exc}")

@@ -34,7 +34,8 @@ from simfusion.io.images import ImageError, load_image
 from simfusion.io.records import record_id
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.search.build import catalog_vectors, index_path
-from simfusion.search.index import META_FILE
+from simfusion.search.clusters import has_clusters, with_clusters
+from simfusion.search.index import META_FILE, PARAMS_FILE
 from simfusion.search.vectors import (
     FUSED,
     FUSIONS,
@@ -46,11 +47,13 @@ from simfusion.search.vectors import (
     normalize_weights,
     parse_weights,
     rrf,
+    whitening_params,
 )
 
 log = logging.getLogger(__name__)
 
 TUNED = "fused: tuned (the index's weights)"
+CLUSTERED = "fused: tuned + clusters (the index's ranking)"
 
 BASELINES = ("pixels", "pca", "histogram")
 BASELINE_SIZE = 32  # thumbnails are shrunk to this for the pixel baselines
@@ -272,6 +275,10 @@ def index_rankings(
     if tuned is not None:
         tuned_rows = keep(tuned[0])
         out[TUNED] = fused_ranking(tuned_rows, query_rows, k=k, fusion=fusion, weights=tuned[1])
+    clustered = clustered_vectors(model_save_path, pooled)
+    if clustered is not None:
+        rows = keep({CLUSTERED: clustered})[CLUSTERED]
+        out[CLUSTERED] = rank_catalog(rows[query_rows], rows, k=k, exclude_self_ids=query_rows)[0]
     if rerank == "diffusion":
         name, base, weights = (TUNED, tuned_rows, tuned[1]) if tuned is not None else (FUSED, vectors, None)
         out[f"{name} + diffusion"] = diffused_ranking(
@@ -303,6 +310,24 @@ def tuned_vectors(
     if tuning["whiten"]:
         tuned = {view: apply_whitening(v, fit_whitening(v)) for view, v in tuned.items()}
     return tuned, tuning["weights"]
+
+
+def clustered_vectors(model_save_path: str, pooled: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """Every stored item's vector as the index ranks by it: its views with the index's params and
+    weights, fused, the clusters term appended (simfusion.search.clusters); None without one."""
+    folder = index_path(model_save_path)
+    if not os.path.exists(os.path.join(folder, META_FILE)):
+        return None
+    meta = read_json(os.path.join(folder, META_FILE))
+    with np.load(os.path.join(folder, meta.get("params", PARAMS_FILE)), allow_pickle=False) as stored:
+        params = dict(stored)
+    if not has_clusters(params) or meta.get("fusion") != "early" or not set(meta["views"]) <= set(pooled):
+        return None
+    vectors = {}
+    for view in meta["views"]:
+        whitening = whitening_params(params, view)
+        vectors[view] = pooled[view] if whitening is None else apply_whitening(pooled[view], whitening)
+    return with_clusters(fuse(vectors, meta["weights"]), params, share=meta["clusters"]["share"])
 
 
 def labelled(

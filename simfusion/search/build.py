@@ -30,10 +30,9 @@ from simfusion.search.index import (
     HNSW_M,
     CatalogIndex,
     IndexFileError,
-    add_items,
     build_index,
-    remove_items,
 )
+from simfusion.search.index_edit import add_items, remove_items
 from simfusion.search.index_files import load_index, save_index
 from simfusion.search.vectors import (
     check_views,
@@ -150,8 +149,10 @@ def build_catalog_index(
     hnsw_m: int | None = None,
     max_memory: int | None = None,
     target_latency_ms: float | None = None,
+    clusters: bool = True,
 ) -> CatalogIndex:
-    """Index the catalog of a feature store (all its views unless `views` names some)."""
+    """Index the catalog of a feature store (all its views unless `views` names some); `clusters`
+    adds the clusters term to an early fusion (simfusion.search.clusters)."""
 
     with FeatureStore(store_file) as store:
         views = list(views or store.views)
@@ -174,6 +175,7 @@ def build_catalog_index(
         hnsw_m=hnsw_m or HNSW_M,
         max_memory=max_memory,
         target_latency_ms=target_latency_ms,
+        clusters=clusters,
         extra={"store": signature},
     )
 
@@ -287,6 +289,7 @@ def summary(index: CatalogIndex, folder: str) -> dict[str, Any]:
         "whiten": meta["whiten"],
         "kind": index.kind,
         "dims": meta["dims"],
+        "clusters": meta.get("clusters"),
     }
 
 

@@ -29,6 +29,16 @@ from typing import Any
 import numpy as np
 
 from simfusion import __version__
+from simfusion.search.clusters import (
+    CLUSTERS,
+    SHARE,
+    WIDTHS,
+    cluster_probe,
+    fit_clusters,
+    has_clusters,
+    with_cluster_queries,
+    with_clusters,
+)
 from simfusion.search.faiss_index import (
     EF_SEARCH,
     FAISS_KINDS,
@@ -113,6 +123,11 @@ class CatalogIndex:
     def kind(self) -> str:
         return self.meta["kind"]
 
+    @property
+    def clusters_share(self) -> float:
+        """The clusters term's share of the fused score (simfusion.search.clusters); 0 without."""
+        return float(self.meta.get("clusters", {}).get("share", 0.0)) if has_clusters(self.params) else 0.0
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -143,13 +158,15 @@ def build_index(
     pq_m: int | None = None,
     max_memory: int | None = None,
     target_latency_ms: float | None = None,
+    clusters: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> CatalogIndex:
     """Index catalog vectors (already pooled and transformed by `fusion.fit_transform`).
 
     With `kind="auto"` and `max_memory` (bytes), the kind and its parameters come from
     `choose_index` (memory budget and `target_latency_ms`). `extra` goes into the meta as is
-    (e.g. what the feature store says about its models).
+    (e.g. what the feature store says about its models). `clusters` fits the clusters projection
+    (simfusion.search.clusters) on the fused vectors of an early float fusion.
     """
     ids = _check_input(vectors_by_view, ids, fusion=fusion, kind=kind)
     views = list(vectors_by_view)
@@ -176,7 +193,13 @@ def build_index(
     index = CatalogIndex(
         meta=meta, params=dict(params), parts={}, ids=ids, labels=np.arange(len(ids), dtype=np.int64)
     )
-    data = _part_data(index, vectors_by_view)
+    data = part_data(index, vectors_by_view)
+    if clusters and fusion == "early" and index.kind != "binary":
+        fitted = fit_clusters(data[FUSED])
+        if fitted:
+            index.params.update(fitted)
+            index.meta["clusters"] = {"share": SHARE, "dim": int(fitted[WIDTHS].sum())}
+            data = part_data(index, vectors_by_view)
     if uses_probe(index.kind, index.fusion, sum(dims.values()), len(ids)):
         index.params[PROJECTION] = fit_projection(data[FUSED], dim=PROBE_DIM)
         index.meta["probe_dim"] = PROBE_DIM
@@ -255,7 +278,7 @@ def _codes(index: CatalogIndex, view: str, vectors: np.ndarray) -> np.ndarray:
     return binary_codes(vectors, index.params.get(f"{view}/center"))
 
 
-def _part_data(index: CatalogIndex, vectors_by_view: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def part_data(index: CatalogIndex, vectors_by_view: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """What each FAISS part stores for these items: fused or per-view vectors, or their codes."""
     binary = index.kind == "binary"
     missing = [view for view in index.views if view not in vectors_by_view]
@@ -277,6 +300,8 @@ def _part_data(index: CatalogIndex, vectors_by_view: Mapping[str, np.ndarray]) -
         return {FUSED: np.ascontiguousarray(np.concatenate([per_view[v] for v in index.views], axis=1))}
     share = normalize_weights(index.weights)
     fused = np.concatenate([np.sqrt(share[v]) * per_view[v] for v in index.views], axis=1)
+    if index.clusters_share:
+        fused = with_clusters(fused, index.params, share=index.clusters_share)
     if PROJECTION not in index.params:
         return {FUSED: fused}
     return {FUSED: fused, PROBE: fused @ index.params[PROJECTION]}
@@ -290,60 +315,8 @@ def _offsets(index: CatalogIndex) -> dict[str, tuple[int, int]]:
         width = (dim + 7) // 8 if index.kind == "binary" else dim
         out[view] = (start, start + width)
         start += width
+    out[CLUSTERS] = (start, None)
     return out
-
-
-def add_items(
-    index: CatalogIndex, ids: Sequence[str], vectors_by_view: Mapping[str, np.ndarray]
-) -> list[int]:
-    """Add items (vectors transformed with the index's own params) without refitting anything.
-
-    Raises ValueError for an id already in the index. Returns the new labels.
-    """
-    ids = [str(item) for item in ids]
-    clash = [item for item in ids if item in index]
-    if clash or len(set(ids)) != len(ids):
-        raise ValueError(f"already in the index (remove them first): {', '.join(clash) or 'repeated ids'}")
-    start = int(index.meta["next_label"])
-    labels = np.arange(start, start + len(ids), dtype=np.int64)
-    if ids:
-        for name, data in _part_data(index, vectors_by_view).items():
-            index.parts[name].add_with_ids(np.ascontiguousarray(data), labels)
-    index.meta["next_label"] = start + len(ids)
-    index.ids.extend(ids)
-    index.labels = np.concatenate([index.labels, labels])
-    index.remap()
-    return labels.tolist()
-
-
-def remove_items(index: CatalogIndex, ids: Sequence[str]) -> list[str]:
-    """Remove items by id; ids not in the index are ignored. Returns the ids removed."""
-    found = [str(item) for item in dict.fromkeys(ids) if str(item) in index]
-    if not found:
-        return []
-    labels = np.array([index.label_of(item) for item in found], dtype=np.int64)
-    if index.kind == "hnsw":
-        index.removed.update(labels.tolist())
-    else:
-        for part in index.parts.values():
-            part.remove_ids(labels)
-    gone = set(labels.tolist())
-    keep = np.array([label not in gone for label in index.labels.tolist()], dtype=bool)
-    index.ids = [item for item, kept in zip(index.ids, keep, strict=True) if kept]
-    index.labels = index.labels[keep]
-    index.remap()
-    if index.removed and len(index.removed) > TOMBSTONE_SHARE * (len(index.ids) + len(index.removed)):
-        _compact(index)
-    return found
-
-
-def _compact(index: CatalogIndex) -> None:
-    """Rebuild HNSW parts from their live vectors, dropping tombstones."""
-    log.info("rebuilding the HNSW graph without %d removed items", len(index.removed))
-    for name, part in list(index.parts.items()):
-        data = faiss_reconstruct(part, index.labels)
-        index.parts[name] = build_faiss_index(data, index.labels, kind="hnsw", hnsw_m=index.meta["hnsw_m"])
-    index.removed = set()
 
 
 def search(
@@ -381,9 +354,11 @@ def search(
     if not len(index):
         return [[] for _ in range(count)]
     wanted = min(max(k, candidates or k), len(index))
+    queries = with_cluster_queries(queries, index.params, normalize_weights(index.weights), share)
     pools = _candidates(index, queries, views, share, wanted, nprobe=nprobe, ef_search=ef_search)
+    searched = [v for v in (*views, CLUSTERS) if v in queries]
     return [
-        _rescore(index, {v: np.asarray(queries[v])[i] for v in views}, pools[i], share, k)
+        _rescore(index, {v: np.asarray(queries[v])[i] for v in searched}, pools[i], share, k)
         for i in range(count)
     ]
 
@@ -418,6 +393,8 @@ def _candidates(
                 [share.get(v, 0.0) / np.sqrt(built[v]) * _all_views(index, queries, v) for v in index.views],
                 axis=1,
             )
+            dim = index.meta.get("clusters", {}).get("dim", 0)
+            probe = cluster_probe(probe, queries.get(CLUSTERS), index.clusters_share, dim)
         if PROBE in index.parts:
             probe, part, wanted = probe @ index.params[PROJECTION], PROBE, max(wanted, PROBE_CANDIDATES)
         else:
@@ -455,10 +432,12 @@ def view_scores(
         offsets = _offsets(index)
     for view, vector in query.items():
         scale = 1.0
-        if index.fusion == "early":
+        if view == CLUSTERS:
+            data, scale = stored[:, offsets[CLUSTERS][0] :], 1.0 / np.sqrt(index.clusters_share)
+        elif index.fusion == "early":
             start, stop = offsets[view]
             data = stored[:, start:stop]
-            scale = 1.0 if binary else 1.0 / np.sqrt(built[view])
+            scale = 1.0 if binary else 1.0 / np.sqrt(built[view] * (1 - index.clusters_share))
         else:
             data = faiss_reconstruct(index.parts[view], labels)
         if binary:
@@ -483,7 +462,9 @@ def _rescore(
         rows = np.array([position[int(label)] for label in ranked[:k]], dtype=np.int64)
         scores = values[:k]
     else:
-        fused = sum(share[view] * per_view[view].astype(np.float64) for view in per_view)
+        fused = sum(share[view] * per_view[view].astype(np.float64) for view in share)
+        if CLUSTERS in per_view:
+            fused = (1 - index.clusters_share) * fused + index.clusters_share * per_view[CLUSTERS]
         rows = np.argsort(-fused, kind="stable")[:k]
         scores = fused[rows]
     hits = []

@@ -87,7 +87,7 @@ def test_more_like_this_leaves_the_item_out_of_its_own_results(tmp_path):
 def test_empty_catalog_gives_no_results(tmp_path):
     _, records, views = synthetic_model(tmp_path, n=10)
     catalog = Catalog.open(tmp_path)
-    from simfusion.search.index import remove_items
+    from simfusion.search.index_edit import remove_items
 
     remove_items(catalog.index, list(catalog.index.ids))
     queries = catalog.vectors({view: maps[:1] for view, (_, maps, _) in views.items()})

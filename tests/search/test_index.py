@@ -7,11 +7,10 @@ import pytest
 from simfusion.search.index import (
     INDEX_FORMAT_VERSION,
     IndexFileError,
-    add_items,
     build_index,
-    remove_items,
     search,
 )
+from simfusion.search.index_edit import add_items, remove_items
 from simfusion.search.index_files import load_index, save_index
 from simfusion.search.vectors import fit_transform, l2_normalize, transform
 

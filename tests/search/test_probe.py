@@ -4,7 +4,8 @@ then rescores exactly; it must rank like the full scan."""
 import numpy as np
 import pytest
 
-from simfusion.search.index import add_items, build_index, remove_items, search
+from simfusion.search.index import build_index, search
+from simfusion.search.index_edit import add_items, remove_items
 from simfusion.search.index_files import load_index, save_index
 from simfusion.search.probe import PROBE, PROBE_DIM, PROBE_MIN_ITEMS, PROJECTION
 from simfusion.search.vectors import FUSED, fit_transform, l2_normalize, transform
