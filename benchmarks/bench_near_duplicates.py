@@ -51,6 +51,7 @@ PHOTOS = os.path.join(ROOT, "local_test_data", "photos")
 VARIANTS = ("crop", "flip", "rotate", "scale", "jitter", "jpeg", "paste", "combo")
 TEXTURES = ("brick", "grass", "gravel")
 # name -> imagehash function (imagededup's PHash, DHash, AHash, WHash)
+DEFAULT = "fused: tuned + clusters (the default)"
 HASHES = {"phash": "phash", "dhash": "dhash", "ahash": "average_hash", "whash": "whash"}
 
 
@@ -263,7 +264,8 @@ def train_pipeline(catalog: str, base: str, out: str, *, detector: str, size: in
         ("train.py", ["--base_image_path_for_model", views, "--model_save_path", model, *shape,
                       "--epochs", str(epochs), *quiet],
          "views.jsonl", "trained.jsonl"),
-        ("fusion.py", ["--model_save_path", model, "--no_tune", "--log_level", "WARNING"], os.devnull,
+        ("fusion.py", ["--model_save_path", model, "--no_tune", "--no_clusters", "--log_level", "WARNING"],
+         os.devnull,
          "index-equal.json"),
         ("fusion.py", ["--model_save_path", model, "--log_level", "WARNING"], os.devnull, "index.json"),
     ]  # fmt: skip
@@ -310,11 +312,17 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
     tuned_vectors = transform(
         {view: encoded.maps[view] for view in tuned.views}, tuned.params, pooling=tuned.meta["pooling"]
     )
-    methods = [("fused: equal weights", index, vectors, None), ("fused: tuned", tuned, tuned_vectors, None)]
-    methods += [(view, index, vectors, [view]) for view in index.views]
-    for method, searched, query_vectors, views in methods:
+    methods = [
+        ("fused: equal weights", index, vectors, None, False),
+        ("fused: tuned", tuned, tuned_vectors, None, False),
+        (DEFAULT, tuned, tuned_vectors, None, True),
+    ]
+    methods += [(view, index, vectors, [view], False) for view in index.views]
+    for method, searched, query_vectors, views, clusters in methods:
+        if clusters and not searched.clusters_share:
+            continue  # a catalog too small for the clusters term: the default is 'fused: tuned'
         wanted = {view: query_vectors[view] for view in (views or searched.views)}
-        found = search(searched, wanted, k=size, views=views)
+        found = search(searched, wanted, k=size, views=views, clusters=clusters)
         ranking, self_scores, self_first = [], [], 0
         for query, hits in zip(records, found, strict=True):
             rows = [row_of[hit["id"]] for hit in hits if hit["id"] != query["id"]]
@@ -406,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             for method, ranking in rankings.items():
                 rows.append((f"pipeline ({label}: {detector}), {method}", metrics(ranking, labels, kinds, k)))
                 print(f"{rows[-1][0]}: mAP {rows[-1][1]['mAP']:.3f}", file=sys.stderr)
-            fused = info["agreement"]["fused: tuned"]
+            fused = info["agreement"].get(DEFAULT) or info["agreement"]["fused: tuned"]
             notes.append(
                 f"`{detector}`: stages {', '.join(f'{s} {t:.0f} s' for s, t in stage_seconds.items())}; "
                 f"{len(records)} queries encoded in memory in {info['encode_seconds']:.0f} s; "
@@ -446,8 +454,10 @@ def main(argv: list[str] | None = None) -> int:
             "Pipeline: the stage scripts in turn (object_detection.py, thumbnail.py at "
             f"{args.size}x{args.size} RGB, train.py {args.epochs} epochs with the default objective and "
             "views (all computed from the thumbnail, so no saliency stage), then fusion.py twice: "
-            "`--no_tune` (every view weighs 1: 'fused: equal weights', and the single views) and the "
-            "default, tuned without labels on augmented copies of catalog thumbnails ('fused: tuned'); "
+            "`--no_tune --no_clusters` (every view weighs 1: 'fused: equal weights', and the single "
+            "views) and the default, tuned without labels on augmented copies of catalog thumbnails "
+            "('fused: tuned': its weights alone; 'fused: tuned + clusters': with the clusters term, "
+            "simfusion.search.clusters, what predict.py ranks by); "
             "the queries are encoded in memory the way predict.py does (simfusion.pipeline, "
             "detection included) and searched with `simfusion.search.index.search`, fused and view by "
             "view. Hashes: imagehash on the files, ranked by Hamming distance; ties break in the "

@@ -38,7 +38,7 @@ SHARE = 0.5  # the clusters term's share of a hit's score
 ITEMS_PER_CLUSTER = (15, 10, 6)  # one clustering per entry: about this many catalog items a cluster
 PCA_DIM = 256
 SHRINKAGE = 0.3  # LDA's covariance shrinkage: few items a cluster, many dimensions
-MIN_ITEMS = 100  # below this the clusters are too few to learn anything: no projection
+MIN_ITEMS = 50  # below this the clusters are too few to learn anything: no projection
 FIT_LIMIT = 20_000  # items sampled to fit
 KMEANS_ITERATIONS = 50
 

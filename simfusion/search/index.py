@@ -165,8 +165,8 @@ def build_index(
 
     With `kind="auto"` and `max_memory` (bytes), the kind and its parameters come from
     `choose_index` (memory budget and `target_latency_ms`). `extra` goes into the meta as is
-    (e.g. what the feature store says about its models). `clusters` fits the clusters projection
-    (simfusion.search.clusters) on the fused vectors of an early float fusion.
+    (e.g. what the feature store says about its models). `clusters`: the clusters term of an
+    early float fusion (simfusion.search.clusters).
     """
     ids = _check_input(vectors_by_view, ids, fusion=fusion, kind=kind)
     views = list(vectors_by_view)
@@ -194,20 +194,32 @@ def build_index(
         meta=meta, params=dict(params), parts={}, ids=ids, labels=np.arange(len(ids), dtype=np.int64)
     )
     data = part_data(index, vectors_by_view)
-    if clusters and fusion == "early" and index.kind != "binary":
-        fitted = fit_clusters(data[FUSED])
-        if fitted:
-            index.params.update(fitted)
-            index.meta["clusters"] = {"share": SHARE, "dim": int(fitted[WIDTHS].sum())}
-            data = part_data(index, vectors_by_view)
+    data = _add_clusters(index, vectors_by_view, data) if clusters else data
     if uses_probe(index.kind, index.fusion, sum(dims.values()), len(ids)):
-        index.params[PROJECTION] = fit_projection(data[FUSED], dim=PROBE_DIM)
-        index.meta["probe_dim"] = PROBE_DIM
-        data[PROBE] = data[FUSED] @ index.params[PROJECTION]
+        _add_probe(index, data)
     _build_parts(index, data)
     _check_recall(index, data)
     log.info("indexed %d items: %s fusion of %s, %s index", len(ids), fusion, ", ".join(views), index.kind)
     return index
+
+
+def _add_probe(index: CatalogIndex, data: dict[str, np.ndarray]) -> None:
+    index.params[PROJECTION] = fit_projection(data[FUSED], dim=PROBE_DIM)
+    index.meta["probe_dim"] = PROBE_DIM
+    data[PROBE] = data[FUSED] @ index.params[PROJECTION]
+
+
+def _add_clusters(
+    index: CatalogIndex, vectors_by_view: Mapping[str, np.ndarray], data: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Fit the clusters term on the fused vectors (simfusion.search.clusters); the parts' data
+    with it, or as they were for a catalog too small to fit it."""
+    fitted = fit_clusters(data[FUSED]) if index.fusion == "early" and index.kind != "binary" else {}
+    if not fitted:
+        return data
+    index.params.update(fitted)
+    index.meta["clusters"] = {"share": SHARE, "dim": int(fitted[WIDTHS].sum())}
+    return part_data(index, vectors_by_view)
 
 
 def _build_parts(index: CatalogIndex, part_data: Mapping[str, np.ndarray]) -> None:
@@ -329,12 +341,14 @@ def search(
     weights: Mapping[str, float] | None = None,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    clusters: bool = True,
 ) -> list[list[Hit]]:
     """The `k` best items for each query: hits {id, score, scores: {view: score}} best first.
 
     `queries` maps view -> vectors (Q, d) made with the index's params. `candidates` items per
     FAISS part are gathered (default k) and rescored exactly; `views` and `weights` may narrow
-    or re-weight the views the index was built with, without rebuilding it.
+    or re-weight the views the index was built with, without rebuilding it; either, or `clusters`
+    False, leaves out the clusters term (simfusion.search.clusters).
     """
     if k <= 0:
         raise ValueError(f"k must be > 0, not {k}")
@@ -354,7 +368,8 @@ def search(
     if not len(index):
         return [[] for _ in range(count)]
     wanted = min(max(k, candidates or k), len(index))
-    queries = with_cluster_queries(queries, index.params, normalize_weights(index.weights), share)
+    if clusters:
+        queries = with_cluster_queries(queries, index.params, normalize_weights(index.weights), share)
     pools = _candidates(index, queries, views, share, wanted, nprobe=nprobe, ef_search=ef_search)
     searched = [v for v in (*views, CLUSTERS) if v in queries]
     return [
