@@ -53,6 +53,9 @@ NANODET_STD = np.array([57.375, 57.12, 58.395], np.float32)
 NANODET_STRIDES = (8, 16, 32)
 BACKBONE = "tower_0/MobilenetV3/{layer}/add"
 BACKBONE_LAYERS = ("expanded_conv_2", "expanded_conv_5", "expanded_conv_8", "expanded_conv_11")
+# NanoDet-m's ShuffleNetV2 backbone: the end of its stage 3 (stride 16), before the FPN
+NANODET_INPUT = "input_1"
+NANODET_STAGE3 = "PartitionedCall/onnx_tf_prefix_Concat_42"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,37 @@ def _centernet():
 @functools.cache
 def _nanodet():
     return load_graph_model(model_path("nanodet"))
+
+
+@functools.cache
+def _nanodet_backbone(size: int):
+    return load_graph_model(
+        model_path("nanodet"),
+        inputs=[NANODET_INPUT],
+        outputs=[NANODET_STAGE3],
+        input_shapes={NANODET_INPUT: (None, 3, size, size)},  # the graph's reshapes want a fixed size
+    )
+
+
+def nanodet_backbone_maps(images: np.ndarray, *, size: int = 128, batch_size: int = 32) -> np.ndarray:
+    """NanoDet-m's ShuffleNetV2 stage 3 (COCO-trained) on uint8 RGB images (N, H, W, 3), each
+    resized to `size` x `size` and normalised as NanoDet takes them (BGR, its means and deviations):
+    float32 (N, size / 16, size / 16, 256), channels last."""
+    import tensorflow as tf
+
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(
+            f"nanodet_backbone_maps takes uint8 RGB images (N, H, W, 3), not {images.dtype} {images.shape}"
+        )
+    run = _nanodet_backbone(size)
+    parts = []
+    for start in range(0, len(images), batch_size):
+        bgr = resized_batch(list(images[start : start + batch_size]), size)[..., ::-1]
+        normalised = ((bgr - NANODET_MEAN) / NANODET_STD).transpose(0, 3, 1, 2).astype(np.float32)
+        parts.append(run(tf.constant(normalised))[0].numpy().transpose(0, 2, 3, 1))
+    side = size // 16
+    return np.concatenate(parts) if parts else np.zeros((0, side, side, 256), np.float32)
 
 
 @functools.cache
@@ -231,7 +265,7 @@ def backbone_maps(
 
 # The layers of the two MobileNet views (simfusion.views.mobilenet): the later one's pass holds the
 # earlier, so computing both at once costs about one view (a 40-crop batch: 50 + 54 ms apart).
-SHARED_LAYERS = ("expanded_conv_5", "expanded_conv_8")
+SHARED_LAYERS = ("expanded_conv_5", "expanded_conv_8", "expanded_conv_11")
 RECENT_BATCHES = 2
 _recent: collections.OrderedDict = collections.OrderedDict()
 _recent_lock = threading.Lock()

@@ -202,6 +202,9 @@ def load_graph_model(
     outputs = list(outputs or [spec["name"] for spec in signature.get("outputs", {}).values()])
     if not inputs or not outputs:
         raise ValueError(f"{path} has no signature: name the inputs and outputs")
+    # only what the outputs need: a head sized for another input (NanoDet's FPN resizes to fixed
+    # sizes) would otherwise fail to import under a new input shape
+    graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, [n.split(":")[0] for n in outputs])
     for name, shape in (input_shapes or {}).items():
         set_input_shape(graph_def, name.split(":")[0], shape)
 

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from simfusion.views.hog import hog_features
-from simfusion.views.mobilenet import mobilenet_deep_features, mobilenet_features
+from simfusion.views.mobilenet import mobilenet_deep_features, mobilenet_features, mobilenet_late_features
+from simfusion.views.nanodet import nanodet_features
 from simfusion.views.saliency import VIEW_NAMES as SALIENCY_VIEWS
 from simfusion.views.tiny import tiny_features
 
@@ -79,6 +80,8 @@ VIEWS: dict[str, View] = {
         View("student", STUDENT, THUMBNAIL, options=_options(teachers=("hed_vgg16", "hog"), clusters=50)),
         View("mobilenet_coco", COMPUTED, THUMBNAIL, compute=mobilenet_features),
         View("mobilenet_coco_deep", COMPUTED, THUMBNAIL, compute=mobilenet_deep_features),
+        View("mobilenet_coco_late", COMPUTED, THUMBNAIL, compute=mobilenet_late_features),
+        View("nanodet_coco", COMPUTED, THUMBNAIL, compute=nanodet_features),
     )
 }
 
@@ -92,9 +95,22 @@ VIEWS: dict[str, View] = {
 # the four views without it on each (held-out 0.760 vs 0.753 P@10, Fashion-MNIST 10k 0.823 vs 0.815,
 # near-duplicates with detection 0.869 vs 0.841 mAP), though it then lands within 0.005 of that view
 # alone on the category benchmarks and below it on scene queries (BENCHMARKS.md, fusion_heldout).
-DEFAULT_VIEWS = ("hed_vgg16", "hog", "tiny", "mobilenet_coco", "mobilenet_coco_deep")
+DEFAULT_VIEWS = (
+    "hed_vgg16",
+    "hog",
+    "tiny",
+    "mobilenet_coco",
+    "mobilenet_coco_deep",
+    "mobilenet_coco_late",
+    "nanodet_coco",
+)
 # views whose network comes from the model cache (simfusion.models.cache: `make models`)
-CACHED_MODELS = {"mobilenet_coco": "centernet", "mobilenet_coco_deep": "centernet"}
+CACHED_MODELS = {
+    "mobilenet_coco": "centernet",
+    "mobilenet_coco_deep": "centernet",
+    "mobilenet_coco_late": "centernet",
+    "nanodet_coco": "nanodet",
+}
 
 
 def default_views() -> tuple[str, ...]:

@@ -23,6 +23,22 @@ def test_backbone_maps_shapes_and_content(coco_models, rng):
         backbone_maps(images, layer="conv_99")
 
 
+def test_nanodet_backbone_maps_shapes_and_content(coco_models):
+    from skimage import data
+
+    from simfusion.models.coco import nanodet_backbone_maps
+
+    images = np.stack([data.astronaut()[:300, :300], data.coffee()[:300, :300]])
+    maps = nanodet_backbone_maps(images, size=128)
+    assert maps.dtype == np.float32 and maps.shape == (2, 8, 8, 256)
+    assert np.isfinite(maps).all() and maps.std() > 0 and not np.allclose(maps[0], maps[1])
+    assert np.allclose(nanodet_backbone_maps(images[1:], size=128)[0], maps[1], atol=1e-4)
+    assert nanodet_backbone_maps(images[:1], size=192).shape == (1, 12, 12, 256)
+    assert nanodet_backbone_maps(images[:0]).shape == (0, 8, 8, 256)
+    with pytest.raises(ValueError, match="uint8"):
+        nanodet_backbone_maps(images.astype(np.float32))
+
+
 def test_the_two_mobilenet_views_share_one_pass_with_the_same_maps(coco_models):
     from skimage import data
 

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 from conftest import square_image
 
-from simfusion.views.mobilenet import grid_pool, mobilenet_deep_features, mobilenet_features
-from simfusion.views.registry import DEFAULT_VIEWS, default_views
+from simfusion.views.mobilenet import (
+    grid_pool,
+    mobilenet_deep_features,
+    mobilenet_features,
+    mobilenet_late_features,
+)
+from simfusion.views.nanodet import nanodet_features
+from simfusion.views.registry import CACHED_MODELS, DEFAULT_VIEWS, default_views
 
 
 def test_grid_pool_is_a_signed_square_root_of_cell_means():
@@ -25,21 +31,40 @@ def test_mobilenet_view_is_deterministic_and_finds_the_same_object(coco_models):
     np.testing.assert_allclose(mobilenet_features(red[None])[0], features[0], rtol=1e-4, atol=1e-4)
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
     assert unit[0] @ unit[1] > unit[0] @ unit[2]
-    deep = mobilenet_deep_features(np.stack([red, moved, blue]))
-    assert deep.shape == (3, 4 * 4 * 64) and deep.dtype == np.float32
-    unit = deep / np.linalg.norm(deep, axis=1, keepdims=True)
-    assert unit[0] @ unit[1] > unit[0] @ unit[2]
+    for view, width in ((mobilenet_deep_features, 64), (mobilenet_late_features, 88)):
+        deep = view(np.stack([red, moved, blue]))
+        assert deep.shape == (3, 4 * 4 * width) and deep.dtype == np.float32
+        unit = deep / np.linalg.norm(deep, axis=1, keepdims=True)
+        assert unit[0] @ unit[1] > unit[0] @ unit[2]
+
+
+@pytest.mark.slow
+def test_nanodet_view_is_deterministic_and_finds_the_same_photo(coco_models):
+    from skimage import data
+
+    cat = data.chelsea()
+    shifted = cat[8:, 10:]  # the same photo, cropped a little
+    coffee = data.coffee()
+    features = nanodet_features(np.stack([np.asarray(image[:280, :380]) for image in (cat, shifted, coffee)]))
+    assert features.shape == (3, 4 * 4 * 256) and features.dtype == np.float32
+    assert np.isfinite(features).all()
+    np.testing.assert_allclose(nanodet_features(cat[None, :280, :380])[0], features[0], rtol=1e-4, atol=1e-4)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    assert unit[0] @ unit[1] > unit[0] @ unit[2] + 0.05
+    with pytest.raises(ValueError, match="uint8"):
+        nanodet_features(features[:, :10])
 
 
 def test_default_views_leave_mobilenet_out_only_without_its_model(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("SIMFUSION_MODELS", str(tmp_path / "empty"))
     with caplog.at_level("WARNING"):
         views = default_views()
-    assert views == tuple(v for v in DEFAULT_VIEWS if not v.startswith("mobilenet_coco"))
-    assert "mobilenet_coco left out" in caplog.text and "mobilenet_coco_deep left out" in caplog.text
+    assert views == tuple(v for v in DEFAULT_VIEWS if v not in CACHED_MODELS)
+    assert views == ("hed_vgg16", "hog", "tiny")
+    assert "mobilenet_coco left out" in caplog.text and "nanodet_coco left out" in caplog.text
     assert "make models" in caplog.text
 
 
 def test_default_views_include_mobilenet_where_its_model_is_fetched(coco_models):
     assert default_views() == DEFAULT_VIEWS
-    assert "mobilenet_coco" in DEFAULT_VIEWS and "mobilenet_coco_deep" in DEFAULT_VIEWS
+    assert {"mobilenet_coco", "mobilenet_coco_deep", "nanodet_coco"} <= set(DEFAULT_VIEWS)
