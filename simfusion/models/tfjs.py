@@ -168,6 +168,24 @@ def graph_def_from_json(model_json: Mapping[str, Any], weights: Mapping[str, np.
     return graph_def
 
 
+def keep_subgraph(graph_def, outputs: Sequence[str]) -> None:
+    """Drop, in place, every node that none of the `outputs` nodes depends on."""
+    by_name = {node.name: node for node in graph_def.node}
+    missing = [name for name in outputs if name not in by_name]
+    if missing:
+        raise ValueError(f"the graph has no node {missing[0]!r}")
+    needed, stack = set(), list(outputs)
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        stack.extend(source.lstrip("^").split(":")[0] for source in by_name[name].input)
+    kept = [node for node in graph_def.node if node.name in needed]
+    del graph_def.node[:]
+    graph_def.node.extend(kept)
+
+
 def set_input_shape(graph_def, name: str, shape: Sequence[int | None]) -> None:
     """Give placeholder `name` a new shape (None for a free dimension), e.g. a free batch size."""
     for node in graph_def.node:
@@ -204,7 +222,7 @@ def load_graph_model(
         raise ValueError(f"{path} has no signature: name the inputs and outputs")
     # only what the outputs need: a head sized for another input (NanoDet's FPN resizes to fixed
     # sizes) would otherwise fail to import under a new input shape
-    graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, [n.split(":")[0] for n in outputs])
+    keep_subgraph(graph_def, [n.split(":")[0] for n in outputs])
     for name, shape in (input_shapes or {}).items():
         set_input_shape(graph_def, name.split(":")[0], shape)
 

@@ -87,14 +87,13 @@ VIEWS: dict[str, View] = {
 
 # What train.py trains and encodes when --views is not given. Measured (BENCHMARKS.md, fusion): on
 # product catalogs the autoencoder and the student rank below these and pull the fusion down, and
-# they cost most of the ingestion; they stay selectable with --views. mobilenet_coco (1 ms an image)
-# is a second, differently trained network beside HED's VGG16: the fusion's gain over its best view
-# on a held-out catalog went from +0.006 to +0.013 P@10 with it.
-# mobilenet_coco_deep (a later block of the same network, computed in the same pass) is the
-# strongest single view on every catalog we measured; with it the tuned fusion ranks better than
-# the four views without it on each (held-out 0.760 vs 0.753 P@10, Fashion-MNIST 10k 0.823 vs 0.815,
-# near-duplicates with detection 0.869 vs 0.841 mAP), though it then lands within 0.005 of that view
-# alone on the category benchmarks and below it on scene queries (BENCHMARKS.md, fusion_heldout).
+# they cost most of the ingestion; they stay selectable with --views. Beside HED's VGG16 come two
+# COCO detectors' backbones, trained by other people on other data: MobileNetV3 (three blocks out of
+# one pass, about 1 ms an image together; `mobilenet_coco_deep` is the strongest single view on every
+# catalog we measured) and NanoDet's ShuffleNetV2 (`nanodet_coco`, about 4 ms). Differently trained
+# networks err in different places, which is what the fusion and its clusters term feed on: with the
+# last two added the default ranking went from 0.781 to 0.789 P@10 on the held-out catalog
+# (BENCHMARKS.md, fusion_heldout). The tuning gives a view that adds nothing weight 0.
 DEFAULT_VIEWS = (
     "hed_vgg16",
     "hog",

@@ -96,3 +96,23 @@ def test_centernet_gives_the_same_output_for_the_same_input(coco_models):
     (found,) = centernet_detect([data.astronaut()])
     assert np.allclose(found.boxes, detections[:, :4], atol=1e-3)
     assert np.allclose(found.scores, detections[:, 4]) and np.array_equal(found.classes, detections[:, 5])
+
+
+def test_keep_subgraph_keeps_what_an_output_needs():
+    import tensorflow as tf
+
+    from simfusion.models.tfjs import keep_subgraph
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, (None, 3), name="x")
+        y = tf.identity(x * 2.0, name="y")
+        with tf.control_dependencies([y]):
+            tf.identity(x + 1.0, name="z")
+        tf.reshape(x, (-1, 2), name="head")  # fails for most inputs; nothing that z needs
+    graph_def = graph.as_graph_def()
+    keep_subgraph(graph_def, ["z"])
+    names = {node.name for node in graph_def.node}
+    assert {"x", "y", "z"} <= names and "head" not in names
+    with pytest.raises(ValueError, match="no node 'w'"):
+        keep_subgraph(graph_def, ["w"])
