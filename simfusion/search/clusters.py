@@ -88,6 +88,16 @@ def fit_clusters(fused: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
     return {MEAN: pca.mean_.astype(np.float32), MATRIX: matrix.astype(np.float32), WIDTHS: widths}
 
 
+def clusters_meta(params: Mapping[str, np.ndarray], items: int, *, seconds: float) -> dict:
+    """What the index's meta says of its fitted clusters term."""
+    return {
+        "share": SHARE,
+        "dim": int(np.asarray(params[WIDTHS]).sum()),
+        "clusters": cluster_counts(min(items, FIT_LIMIT)),
+        "seconds": round(seconds, 1),
+    }
+
+
 def has_clusters(params: Mapping[str, np.ndarray]) -> bool:
     return MATRIX in params
 

@@ -22,6 +22,7 @@ normalisation and whitening, no pickle) and one `.faiss` file per part.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +32,8 @@ import numpy as np
 from simfusion import __version__
 from simfusion.search.clusters import (
     CLUSTERS,
-    SHARE,
-    WIDTHS,
     cluster_probe,
+    clusters_meta,
     fit_clusters,
     has_clusters,
     with_cluster_queries,
@@ -214,11 +214,12 @@ def _add_clusters(
 ) -> dict[str, np.ndarray]:
     """Fit the clusters term on the fused vectors (simfusion.search.clusters); the parts' data
     with it, or as they were for a catalog too small to fit it."""
+    start = time.perf_counter()
     fitted = fit_clusters(data[FUSED]) if index.fusion == "early" and index.kind != "binary" else {}
     if not fitted:
         return data
     index.params.update(fitted)
-    index.meta["clusters"] = {"share": SHARE, "dim": int(fitted[WIDTHS].sum())}
+    index.meta["clusters"] = clusters_meta(fitted, len(index), seconds=time.perf_counter() - start)
     return part_data(index, vectors_by_view)
 
 

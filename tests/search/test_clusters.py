@@ -73,6 +73,7 @@ def built():
 def test_the_index_ranks_by_the_documented_score(built):
     index, vectors, ids = built
     assert index.clusters_share == SHARE and index.meta["clusters"]["dim"] > 0
+    assert index.meta["clusters"]["clusters"] == cluster_counts(400) == [26, 40, 66]
     fused = with_clusters(fuse(vectors, index.weights), index.params)
     assert index.parts[FUSED].d == fused.shape[1]
     queries = {view: v[:20] for view, v in vectors.items()}
