@@ -26,16 +26,18 @@ def mobilenet_features(
     images: np.ndarray, *, layer: str = LAYER, size: int = SIZE, grid: int = GRID
 ) -> np.ndarray:
     """(N, grid * grid * c) float32 of a uint8 batch (N, H, W[, C])."""
+    maps = backbone_maps(rgb_batch(images, size=size), layer=layer, size=size)
+    return grid_pool(maps, grid=grid)
+
+
+def rgb_batch(images: np.ndarray, *, size: int) -> np.ndarray:
+    """A uint8 batch (N, H, W[, C]) as RGB (N, H, W, 3); an empty one as (0, size, size, 3)."""
     array = np.asarray(images)
     if array.dtype != np.uint8:
         raise ValueError(f"images must be uint8, not {array.dtype}")
-    rgb = (
-        np.stack([to_channels(image, 3) for image in array])
-        if len(array)
-        else np.zeros((0, size, size, 3), np.uint8)
-    )
-    maps = backbone_maps(rgb, layer=layer, size=size)
-    return grid_pool(maps, grid=grid)
+    if not len(array):
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([to_channels(image, 3) for image in array])
 
 
 def mobilenet_deep_features(images: np.ndarray) -> np.ndarray:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simfusion.io.images import to_channels
 from simfusion.models.coco import nanodet_backbone_maps
-from simfusion.views.mobilenet import grid_pool
+from simfusion.views.mobilenet import grid_pool, rgb_batch
 
 SIZE = 128
 GRID = 4
@@ -22,12 +21,4 @@ GRID = 4
 
 def nanodet_features(images: np.ndarray) -> np.ndarray:
     """(N, 4096) float32 of a uint8 batch (N, H, W[, C])."""
-    array = np.asarray(images)
-    if array.dtype != np.uint8:
-        raise ValueError(f"images must be uint8, not {array.dtype}")
-    rgb = (
-        np.stack([to_channels(image, 3) for image in array])
-        if len(array)
-        else np.zeros((0, SIZE, SIZE, 3), np.uint8)
-    )
-    return grid_pool(nanodet_backbone_maps(rgb, size=SIZE), grid=GRID)
+    return grid_pool(nanodet_backbone_maps(rgb_batch(images, size=SIZE), size=SIZE), grid=GRID)
