@@ -113,3 +113,14 @@ def test_added_items_and_a_saved_index_keep_the_clusters_term(built, tmp_path):
     assert [hit["id"] for hit in first[0]] == [hit["id"] for hit in second[0]]
     assert [found[0]["id"] for found in second] == ["new-0", "new-1", "new-2"]
     assert all(CLUSTERS in hit["scores"] for hit in second[0])
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq", "binary"])
+def test_every_index_kind_builds_with_the_clusters_term_asked_for(kind):
+    views, _, ids = grouped(400, seed=3)
+    vectors, params = fit_transform(views)
+    index = build_index(vectors, ids, params=params, kind=kind, nlist=8, clusters=True)
+    # binary codes have no cosine to add the term to: the index is built without it
+    assert bool(index.clusters_share) == (kind != "binary")
+    hits = search(index, {view: v[:20] for view, v in vectors.items()}, k=5, candidates=50)
+    assert np.mean([found[0]["id"] == ids[row] for row, found in enumerate(hits)]) >= 0.9
