@@ -65,6 +65,9 @@ def find_duplicates(
         for start in range(0, len(keys), batch_size):
             chunk = keys[start : start + batch_size]
             maps = {view: store.features(view, store.rows(view, chunk)) for view in views}
-            hits = search(index, catalog.vectors(maps), k=max_per_item + 1, views=views, weights=weights)
+            # the views' own similarity: the clusters term would raise items of the same kind, not copies
+            hits = search(
+                index, catalog.vectors(maps), k=max_per_item + 1, views=views, weights=weights, clusters=False
+            )
             out.update(duplicate_groups(chunk, hits, threshold=threshold))
     return out

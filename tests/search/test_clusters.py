@@ -91,10 +91,14 @@ def test_the_index_ranks_by_the_documented_score(built):
 def test_narrowed_or_reweighted_queries_rank_by_the_views_alone(built):
     index, vectors, _ = built
     queries = {view: v[:5] for view, v in vectors.items()}
-    for options in ({"views": ["hog"]}, {"weights": {"hed_vgg16": 1.0, "hog": 1.0}}):
+    for options in ({"views": ["hog"]}, {"weights": {"hed_vgg16": 1.0, "hog": 1.0}}, {"clusters": False}):
         for found in search(index, queries, k=5, **options):
             assert all(CLUSTERS not in hit["scores"] for hit in found)
-            share = {"hog": 1.0} if "views" in options else {"hed_vgg16": 0.5, "hog": 0.5}
+            share = {
+                "views": {"hog": 1.0},
+                "weights": {"hed_vgg16": 0.5, "hog": 0.5},
+                "clusters": {"hed_vgg16": 0.75, "hog": 0.25},  # the index's own weights, 3 and 1
+            }[next(iter(options))]
             for hit in found:
                 expected = sum(w * hit["scores"][view] for view, w in share.items())
                 assert hit["score"] == pytest.approx(expected, abs=1e-4)
