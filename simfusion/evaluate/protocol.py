@@ -34,8 +34,10 @@ from simfusion.io.images import ImageError, load_image
 from simfusion.io.records import record_id
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.search.build import catalog_vectors, index_path
-from simfusion.search.clusters import has_clusters, with_clusters
-from simfusion.search.index import META_FILE, PARAMS_FILE
+from simfusion.search.clusters import has_clusters
+from simfusion.search.index import META_FILE, PARAMS_FILE, CatalogIndex, part_data
+from simfusion.search.index_files import read_meta, read_params
+from simfusion.search.probe import PROJECTION
 from simfusion.search.vectors import (
     FUSED,
     FUSIONS,
@@ -47,7 +49,7 @@ from simfusion.search.vectors import (
     normalize_weights,
     parse_weights,
     rrf,
-    whitening_params,
+    transform,
 )
 
 log = logging.getLogger(__name__)
@@ -313,21 +315,19 @@ def tuned_vectors(
 
 
 def clustered_vectors(model_save_path: str, pooled: Mapping[str, np.ndarray]) -> np.ndarray | None:
-    """Every stored item's vector as the index ranks by it: its views with the index's params and
-    weights, fused, the clusters term appended (simfusion.search.clusters); None without one."""
+    """Every stored item's vector as the index ranks by it (its fused part: the views with the
+    index's params and weights, the clusters term appended); None for an index without the term."""
     folder = index_path(model_save_path)
     if not os.path.exists(os.path.join(folder, META_FILE)):
         return None
-    meta = read_json(os.path.join(folder, META_FILE))
-    with np.load(os.path.join(folder, meta.get("params", PARAMS_FILE)), allow_pickle=False) as stored:
-        params = dict(stored)
+    meta = read_meta(folder)
+    params = read_params(folder, meta.get("params", PARAMS_FILE))
     if not has_clusters(params) or meta.get("fusion") != "early" or not set(meta["views"]) <= set(pooled):
         return None
-    vectors = {}
-    for view in meta["views"]:
-        whitening = whitening_params(params, view)
-        vectors[view] = pooled[view] if whitening is None else apply_whitening(pooled[view], whitening)
-    return with_clusters(fuse(vectors, meta["weights"]), params, share=meta["clusters"]["share"])
+    vectors = transform({view: pooled[view] for view in meta["views"]}, params, pooling=meta["pooling"])
+    # no probe projection: only the fused part is wanted here
+    index = CatalogIndex(meta=meta, params={k: v for k, v in params.items() if k != PROJECTION}, parts={})
+    return part_data(index, vectors)[FUSED]
 
 
 def labelled(

@@ -82,6 +82,13 @@ def _nanodet():
     return load_graph_model(model_path("nanodet"))
 
 
+def _rgb_images(images: np.ndarray, caller: str) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{caller} takes uint8 RGB images (N, H, W, 3), not {images.dtype} {images.shape}")
+    return images
+
+
 @functools.cache
 def _nanodet_backbone(size: int):
     return load_graph_model(
@@ -98,11 +105,7 @@ def nanodet_backbone_maps(images: np.ndarray, *, size: int = 128, batch_size: in
     float32 (N, size / 16, size / 16, 256), channels last."""
     import tensorflow as tf
 
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(
-            f"nanodet_backbone_maps takes uint8 RGB images (N, H, W, 3), not {images.dtype} {images.shape}"
-        )
+    images = _rgb_images(images, "nanodet_backbone_maps")
     run = _nanodet_backbone(size)
     parts = []
     for start in range(0, len(images), batch_size):
@@ -242,11 +245,7 @@ def backbone_maps(
     batch, encoded one after the other (a query's views, encode_views), cost one pass. Where one
     view is encoded over many batches before the other (train.py's catalog encoding), each view
     pays the pass, about 8% more than its own layer alone."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(
-            f"backbone_maps takes uint8 RGB images (N, H, W, 3), not {images.dtype} {images.shape}"
-        )
+    images = _rgb_images(images, "backbone_maps")
     layers = SHARED_LAYERS if layer in SHARED_LAYERS else (layer,)
     digest = hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16)
     key = (digest.hexdigest(), images.shape, size, layers)

@@ -106,20 +106,25 @@ def load_index(folder: str | os.PathLike, *, mmap: bool = False, attempts: int =
     raise AssertionError("unreachable")
 
 
+def read_params(folder: str | os.PathLike, name: str = PARAMS_FILE) -> dict[str, np.ndarray]:
+    """The fitted arrays of an index (`name`: the params file its meta names)."""
+    path = os.path.join(os.fspath(folder), name)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise IndexFileError(f"cannot read {path} ({exc}); rebuild the index with fusion.py") from exc
+
+
 def _load_generation(folder: str, *, mmap: bool) -> CatalogIndex:
     meta = read_meta(folder)
     ids, labels = meta.pop("ids"), np.asarray(meta.pop("labels"), dtype=np.int64)
     removed = set(meta.pop("removed", []))
     files = meta.pop("parts")
     meta.pop("count", None)
-    params_path = os.path.join(folder, meta.pop("params", PARAMS_FILE))
-    try:
-        with np.load(params_path, allow_pickle=False) as data:
-            params = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise IndexFileError(f"cannot read {params_path} ({exc}); rebuild the index with fusion.py") from exc
+    params = read_params(folder, meta.pop("params", PARAMS_FILE))
     parts = {}
     for name, file in files.items():
         path = os.path.join(folder, file)
