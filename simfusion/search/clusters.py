@@ -1,11 +1,9 @@
 """The catalog's own kinds of item, learnt without labels: a projection fitted on k-means clusters
 of the fused vectors, added to the fused ranking.
 
-When the index is built, each view's block of the fused catalog vectors (the views at their tuned
-weights) is reduced to `BLOCK_DIM` whitened principal components and scaled back to the view's
-weight, so that no view's few strongest directions drown the others; those blocks side by side are
-reduced by PCA to `PCA_DIM` dimensions and clustered by k-means three times, at about 15, 10 and 6
-items a cluster. Each clustering's pseudo-labels fit a shrinkage LDA, whose discriminant directions are the
+When the index is built, the fused catalog vectors (the views at their tuned weights) are reduced
+by PCA to `PCA_DIM` dimensions and clustered by k-means three times, at about 15, 10 and 6 items a
+cluster. Each clustering's pseudo-labels fit a shrinkage LDA, whose discriminant directions are the
 ones that separate the clusters and squeeze each cluster together. An item's `clusters` vector is
 its three LDA projections, each L2-normalised, concatenated; the index stores it beside the fused
 vector with the share `SHARE`, so a hit's score is
@@ -16,10 +14,7 @@ The views' own similarity finds near matches; the clusters term pulls up items o
 that sit a little further away in every view, which is what "similar items" asks for. Fitted
 once and frozen, like the whitening: queries and items added later go through the same matrices.
 On the held-out Fashion-MNIST catalog (1,500 items) it moved P@10 of the five-view fusion from
-0.756 to 0.780 (research, labels only to score); whitening each view first added 0.003-0.006 there
-and 0.002-0.003 at 10,000 items (two k-means seeds each). BENCHMARKS.md measures it through the
-product. All of it is linear up to the per-clustering normalisation, so the params are one mean,
-one (D, PCA_DIM) matrix and the LDAs.
+0.756 to 0.780 (research, labels only to score); BENCHMARKS.md measures it through the product.
 """
 
 from __future__ import annotations
@@ -27,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -43,7 +38,6 @@ WIDTHS = f"{CLUSTERS}/widths"  # each projection's width, to normalise them apar
 SHARE = 0.5  # the clusters term's share of a hit's score
 ITEMS_PER_CLUSTER = (15, 10, 6)  # one clustering per entry: about this many catalog items a cluster
 PCA_DIM = 256
-BLOCK_DIM = 64  # each view's whitened principal components (held-out catalog: 32, 64, 128 -> 64)
 SHRINKAGE = 0.3  # LDA's covariance shrinkage: few items a cluster, many dimensions
 # Below this the clusters are too few to learn anything: no projection. Random subsets of the
 # held-out catalog (P@10, views alone -> with the term, 12 draws each): 50 items -0.013, 75 -0.002,
@@ -59,35 +53,29 @@ def cluster_counts(items: int) -> list[int]:
     return [max(2, items // per) for per in ITEMS_PER_CLUSTER]
 
 
-def fit_clusters(
-    fused: np.ndarray, *, blocks: Sequence[int] | None = None, seed: int = 0
-) -> dict[str, np.ndarray]:
+def fit_clusters(fused: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
     """The projection's params (flat keys, for the index's params.npz) fitted on fused catalog
-    vectors (N, D); empty when the catalog has fewer than `MIN_ITEMS` items. `blocks`: each view's
-    width, in the fused vector's order, to whiten the views apart (None: one plain PCA)."""
+    vectors (N, D); empty when the catalog has fewer than `MIN_ITEMS` items."""
     from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     fused = np.asarray(fused, np.float32)
     if fused.ndim != 2:
         raise ValueError(f"fused vectors must be (N, D), not {fused.shape}")
-    if blocks is not None and sum(blocks) != fused.shape[1]:
-        raise ValueError(
-            f"blocks {list(blocks)} do not add up to the fused vectors' {fused.shape[1]} columns"
-        )
     if len(fused) < MIN_ITEMS:
         log.info("clusters: %d items (< %d), no projection", len(fused), MIN_ITEMS)
         return {}
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     sample = fused if len(fused) <= FIT_LIMIT else fused[rng.choice(len(fused), FIT_LIMIT, replace=False)]
-    mean = sample.mean(axis=0)
-    components = _reduction(sample - mean, blocks, seed=seed)
-    reduced = (sample - mean) @ components
+    dim = min(PCA_DIM, len(sample) - 1, sample.shape[1])
+    pca = PCA(dim, svd_solver="randomized", random_state=seed).fit(sample)
+    reduced = pca.transform(sample)
     matrices = []
     for number, count in enumerate(cluster_counts(len(sample))):
         found = KMeans(count, n_init=1, max_iter=KMEANS_ITERATIONS, random_state=seed + number).fit(reduced)
-        width = min(count - 1, reduced.shape[1])
+        width = min(count - 1, dim)
         lda = LinearDiscriminantAnalysis(n_components=width, solver="eigen", shrinkage=SHRINKAGE)
         # the eigen solver's transform is reduced @ scalings_, cut to the components asked for
         with warnings.catch_warnings():  # a cluster of one item has no covariance of its own: fine
@@ -104,37 +92,11 @@ def fit_clusters(
     )
     # kept apart, not folded into one (D, widths) matrix: a query then reads a third of the bytes
     return {
-        MEAN: mean.astype(np.float32),
-        COMPONENTS: np.ascontiguousarray(components, dtype=np.float32),
+        MEAN: pca.mean_.astype(np.float32),
+        COMPONENTS: np.ascontiguousarray(pca.components_.T, dtype=np.float32),
         MATRIX: matrix.astype(np.float32),
         WIDTHS: widths,
     }
-
-
-def _reduction(centred: np.ndarray, blocks: Sequence[int] | None, *, seed: int) -> np.ndarray:
-    """(D, <= PCA_DIM): centred fused vectors -> the space the clusters are found in. With `blocks`,
-    each view's whitened principal components (scaled by the view's root-mean-square norm, its
-    weight in the fusion), then one PCA over them all; without, one PCA of the fused vectors."""
-    from sklearn.decomposition import PCA
-
-    def pca_basis(data: np.ndarray, dim: int) -> PCA:
-        return PCA(min(dim, len(data) - 1, data.shape[1]), svd_solver="randomized", random_state=seed).fit(
-            data
-        )
-
-    if blocks is None:
-        return pca_basis(centred, PCA_DIM).components_.T
-    bounds = np.cumsum([0, *blocks])
-    basis = np.zeros((centred.shape[1], 0), np.float32)
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        block = centred[:, a:b]
-        pca = pca_basis(block, BLOCK_DIM)
-        variance = np.maximum(pca.explained_variance_, 1e-6 * pca.explained_variance_.max() + 1e-12)
-        part = np.zeros((centred.shape[1], len(variance)), np.float32)
-        part[a:b] = pca.components_.T / np.sqrt(variance) * np.sqrt(np.mean(np.sum(block**2, axis=1)))
-        basis = np.concatenate([basis, part], axis=1)
-    # the whitened blocks are centred, so the second PCA's own mean is (numerically) zero
-    return basis @ pca_basis(centred @ basis, PCA_DIM).components_.T
 
 
 def clusters_meta(params: Mapping[str, np.ndarray], items: int, *, seconds: float) -> dict:

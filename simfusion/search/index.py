@@ -215,9 +215,7 @@ def _add_clusters(
     """Fit the clusters term on the fused vectors (simfusion.search.clusters); the parts' data
     with it, or as they were for a catalog too small to fit it."""
     start = time.perf_counter()
-    fitted = {}
-    if index.fusion == "early" and index.kind != "binary":
-        fitted = fit_clusters(data[FUSED], blocks=[index.meta["dims"][view] for view in index.views])
+    fitted = fit_clusters(data[FUSED]) if index.fusion == "early" and index.kind != "binary" else {}
     if not fitted:
         return data
     index.params.update(fitted)

@@ -62,27 +62,6 @@ def test_the_clusters_term_finds_the_groups_better_than_the_cosine():
         cluster_vectors(fused[:, :10], params)
 
 
-def test_whitening_each_view_finds_groups_that_one_loud_view_hides():
-    """One view's groups sit under two loud directions of noise; the other view is quiet noise.
-    A plain PCA of the fused vectors clusters the noise; each view whitened apart finds the groups."""
-    rng = np.random.default_rng(3)
-    n, groups = 600, 6
-    group = rng.integers(groups, size=n)
-    centres = 0.8 * rng.standard_normal((groups, 12))
-    loud = np.concatenate(
-        [8 * rng.standard_normal((n, 2)), centres[group] + 0.5 * rng.standard_normal((n, 12))], 1
-    )
-    views = {"hed_vgg16": l2_normalize(loud), "hog": l2_normalize(rng.standard_normal((n, 40)))}
-    fused = fuse(views, {"hed_vgg16": 2.0, "hog": 1.0})
-    plain = cluster_vectors(fused, fit_clusters(fused))
-    params = fit_clusters(fused, blocks=[14, 40])
-    whitened = cluster_vectors(fused, params)
-    assert precision_at_10(whitened, group) > precision_at_10(plain, group) + 0.05
-    assert params["clusters/components"].shape[0] == 54
-    with pytest.raises(ValueError, match="blocks"):
-        fit_clusters(fused, blocks=[14, 39])
-
-
 @pytest.fixture(scope="module")
 def built():
     views, _, ids = grouped(400)
