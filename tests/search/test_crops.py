@@ -19,7 +19,7 @@ def test_windows_cover_the_image_at_each_scale():
     squares = boxes[1:]
     assert all(x1 - x0 == y1 - y0 == 100 for x0, y0, x1, y1 in squares)
     assert all(0 <= x0 and x1 <= 300 and 0 <= y0 and y1 <= 200 for x0, y0, x1, y1 in squares)
-    assert len(squares) == 3 * 5  # half a window apart: y 0, 50, 100; x 0, 50, ..., 200
+    assert len(squares) == 4 * 7  # a third of a window apart: y 0, 33, 66, 99; x 0, 33, ..., 198
     assert window_boxes(10, 10, scales=(0.5,)) == [[0, 0, 10, 10]]  # windows under 8 px are skipped
 
 
