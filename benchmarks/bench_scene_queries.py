@@ -11,13 +11,15 @@ Queries go through the product's query path (simfusion.pipeline: the catalog's d
 thumbnail, views, encoders); relevant = catalog items of the same category.
 
 Queries the detector is unsure of get the product's catalog-guided crops (simfusion.search.crops,
-predict.py's default `--crops guided`, chosen by the index's fused ranking); every row uses those
-crops, except the row that shows the tuned fusion from the detector's box alone and a view the
-index leaves out (weight 0), which keeps the detector's box.
+predict.py's default `--crops guided`, chosen by the index's fused ranking); every view's row and
+the fusions' rows use those crops, except the row that shows the tuned fusion from the detector's
+box alone. The "end to end" rows are each of the index's views as the product gives it alone
+(`predict.py --views VIEW`): that view also chooses the crop, by its own fit to the catalog. The
+crops are encoded once and scored for every chooser.
 
-Rows: every single view of the model, equal-weight fusion, the tuned fusion the index was built
-with (with and without guided crops), and the raw pixels of a PERFECT crop (the pasted item's true
-box) as the baseline.
+Rows: every single view of the model (on the default's crops, and end to end), equal-weight
+fusion, the tuned fusion the index was built with (with and without guided crops), the index's
+ranking, and the raw pixels of a PERFECT crop (the pasted item's true box) as the baseline.
 
     python benchmarks/bench_scene_queries.py --model /tmp/heldout_out/model --queries 200
 """
@@ -69,6 +71,42 @@ def compose(item: np.ndarray, scene: np.ndarray, rng: np.random.Generator, *, it
     return out, [int(px), int(py), int(px + size), int(py + size)]
 
 
+def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *, batch: int = 16) -> dict:
+    """Each query's maps per view from the detector's box (`detector`), from the crop the default
+    search answers from (`default`), and, for each of the index's views, from the crop that view
+    alone would choose (`own:VIEW`, what `predict.py --views VIEW` does); `guided` counts the unsure
+    queries. The candidate crops are encoded once and scored for every chooser."""
+    from simfusion.pipeline import encode_images
+    from simfusion.search.crops import is_unsure
+
+    own_views = list(catalog_search.index.views)
+    keys = ["detector", "default", *(f"own:{view}" for view in own_views)]
+    parts: dict = {key: {view: [] for view in views} for key in keys}
+    guided = 0
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        got, found = encode_images(
+            chunk, model_save_path=catalog_search.path, views=views, pipeline=catalog_search.pipeline
+        )
+        for row, (image, result) in enumerate(zip(chunk, found, strict=True)):
+            own = {view: got[view][row] for view in views}
+            rows = dict.fromkeys(keys, 0)  # the detector's box, row 0 of the crops
+            crops = {view: own[view][None] for view in views}
+            if is_unsure(result):
+                guided += 1
+                _, crops = catalog_search.crop_maps(image, result, own)
+                rows["default"] = catalog_search.choose_crop(crops)
+                for view in own_views:
+                    rows[f"own:{view}"] = catalog_search.choose_crop(crops, views=[view])
+            for key in keys:
+                for view in views:
+                    parts[key][view].append(crops[view][rows[key]])
+    out: dict = {key: {view: np.stack(maps) for view, maps in parts[key].items()} for key in keys}
+    out.update({key: out[key][key[4:]] for key in keys if key.startswith("own:")})
+    out["guided"] = guided
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import cv2
 
@@ -77,9 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     from simfusion.io.images import load_image
     from simfusion.io.records import record_id
     from simfusion.io.store import FeatureStore, store_path
-    from simfusion.pipeline import encode_images
     from simfusion.search.build import catalog_vectors
-    from simfusion.search.catalog import Catalog, SearchOptions
+    from simfusion.search.catalog import Catalog
     from simfusion.search.crops import UNSURE_SCORE
     from simfusion.search.index import search
     from simfusion.search.vectors import fit_transform, fuse, l2_normalize, transform
@@ -106,27 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     catalog_search = Catalog.open(args.model)
     pipeline = catalog_search.pipeline
-    maps = {view: [] for view in views}
-    guided_maps = {view: [] for view in views}
-    guided = 0
-    for start in range(0, len(composed), 16):
-        images = [c[0] for c in composed[start : start + 16]]
-        got, found = encode_images(images, model_save_path=args.model, views=views, pipeline=pipeline)
-        for view in views:
-            maps[view].append(got[view].copy())
-        # the product's default query path: catalog-guided crops where the detector is unsure
-        chosen = catalog_search.guide([{} for _ in images], images, got, found, SearchOptions())
-        guided += sum(box is not None for box in chosen)
-        for view in views:
-            guided_maps[view].append(got[view])
+    encoded = encode_queries(catalog_search, [c[0] for c in composed], views)
+    guided = encoded["guided"]
     query_seconds = time.perf_counter() - started
-    detector_queries = transform({view: np.concatenate(m) for view, m in maps.items()}, {})
-    queries = transform({view: np.concatenate(m) for view, m in guided_maps.items()}, {})
+    detector_queries = transform(encoded["detector"], {})
+    queries = transform(encoded["default"], {})
 
     def ranked(q, c, k=100):
         return np.argsort(-(q @ c.T), axis=1, kind="stable")[:, :k]
 
     rankings = {view: ranked(queries[view], pooled[view]) for view in views}
+    for view in catalog_search.index.views:  # the product with `--views VIEW`: its own crops too
+        own = transform({view: encoded[f"own:{view}"]}, {})[view]
+        rankings[f"{view} alone, end to end (--views {view})"] = ranked(own, pooled[view])
     rankings["fused: equal weights"] = ranked(
         fuse(queries, dict.fromkeys(views, 1.0)), fuse(pooled, dict.fromkeys(views, 1.0))
     )

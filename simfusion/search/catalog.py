@@ -208,19 +208,8 @@ class Catalog:
         for row, (image, result) in enumerate(zip(images, found, strict=True)):
             if not is_unsure(result):
                 continue
-            windows = window_boxes(*image.shape[:2])
-            crop_maps, _ = encode_images(
-                [image] * len(windows),
-                model_save_path=self.path,
-                views=views,
-                pipeline=self.pipeline,
-                boxes=windows,
-            )
-            # the detector's own box comes first; the query's maps already hold its encoding
-            boxes = [list(result["box"]), *windows]
-            crop_maps = {view: np.concatenate([maps[view][row : row + 1], crop_maps[view]]) for view in views}
-            hits = search(self.index, self.vectors(crop_maps), k=FIT_TOP, views=views, weights=opts.weights)
-            best = best_crop(crop_fit(hits))
+            boxes, crop_maps = self.crop_maps(image, result, {view: maps[view][row] for view in views})
+            best = self.choose_crop(crop_maps, views=views, weights=opts.weights)
             for view in views:
                 maps[view][row] = crop_maps[view][best]
             chosen[row] = records[row]["query_box"] = boxes[best]
@@ -228,6 +217,35 @@ class Catalog:
                 "query %d: detection unsure; answered from crop %s of %d", row + 1, boxes[best], len(boxes)
             )
         return chosen
+
+    def crop_maps(
+        self, image: np.ndarray, found: Mapping[str, Any], own: Mapping[str, np.ndarray]
+    ) -> tuple[list[list[int]], dict[str, np.ndarray]]:
+        """The candidate crops of one query image: the detector's box (whose maps per view, `own`,
+        are already encoded) and then the windows; returns (boxes, each view's maps, a row a crop)."""
+        windows = window_boxes(*image.shape[:2])
+        encoded, _ = encode_images(
+            [image] * len(windows),
+            model_save_path=self.path,
+            views=list(own),
+            pipeline=self.pipeline,
+            boxes=windows,
+        )
+        boxes = [list(found["box"]), *windows]
+        return boxes, {view: np.concatenate([own[view][None], encoded[view]]) for view in own}
+
+    def choose_crop(
+        self,
+        crop_maps: Mapping[str, np.ndarray],
+        *,
+        views: Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> int:
+        """The row of `crop_maps` (the detector's box first) whose best catalog matches fit best,
+        searched with `views` and `weights` as the query itself will be."""
+        views = list(views or self.index.views)
+        vectors = self.vectors({view: crop_maps[view] for view in views})
+        return best_crop(crop_fit(search(self.index, vectors, k=FIT_TOP, views=views, weights=weights)))
 
     def search_images(
         self, images: Sequence[np.ndarray], records: Sequence[dict[str, Any]] | None = None, **options: Any

@@ -101,3 +101,28 @@ def test_an_unsure_query_is_answered_from_the_crop_holding_the_product(catalog_m
     assert clean["results"][0]["category"] == "sneaker"
     with pytest.raises(ValueError, match="crops must be one of"):
         catalog.search_images([scene], crops="everywhere")
+
+
+@pytest.mark.slow
+def test_a_narrowed_search_chooses_its_crop_with_its_own_views(catalog_model):
+    """`views=[tiny]` (predict.py --views tiny) chooses the crop by tiny's own fit: the crop that
+    choose_crop gives for tiny alone, from candidates encoded once."""
+    from simfusion.pipeline import encode_images
+    from simfusion.search.catalog import Catalog
+    from simfusion.search.crops import window_boxes
+
+    model, held = catalog_model
+    catalog = Catalog.open(model, detector="objectness")
+    scene, _ = in_a_scene(load_image(os.path.join(SAMPLE_DATA, held["image"])))
+    maps, found = encode_images(
+        [scene], model_save_path=model, views=["hog", "tiny"], pipeline=catalog.pipeline
+    )
+    boxes, crops = catalog.crop_maps(scene, found[0], {view: maps[view][0] for view in maps})
+    assert len(boxes) == len(window_boxes(*scene.shape[:2])) + 1 == len(crops["hog"]) == len(crops["tiny"])
+    assert boxes[0] == list(found[0]["box"])
+    own, fused = catalog.choose_crop(crops, views=["tiny"]), catalog.choose_crop(crops)
+    assert own != fused  # tiny alone fits another window than hog and tiny together
+    [narrowed] = catalog.search_images([scene], k=10, views=["tiny"])
+    assert narrowed["query_box"] == boxes[own]
+    [default] = catalog.search_images([scene], k=10)
+    assert default["query_box"] == boxes[fused]
