@@ -2,11 +2,12 @@
 """Scene queries: OTHER photos of products, placed inside real busy scenes, searched against a
 clean catalog and scored by category.
 
-The catalog is a trained product model (run-training.sh) of clean Fashion-MNIST items, e.g. the
-held-out TRAIN-split catalog of benchmarks/make_heldout_catalog.py. Each query is a Fashion-MNIST
-TEST item (never in the catalog) upscaled like the catalog's photos, cut out by its own intensity
-(soft mask) and pasted at a seeded scale (30-60% of the scene's short side) and place onto a crop
-of a real photo (scikit-image astronaut, coffee, chelsea, rocket; scikit-learn china, flower).
+The catalog is a trained product model (run-training.sh) of clean items, e.g. the held-out
+TRAIN-split catalog of benchmarks/make_heldout_catalog.py. Each query is a TEST-split item of the
+same source (`--source`: Fashion-MNIST, or scikit-learn's digits; never in the catalog) upscaled
+like the catalog's photos, cut out by its own intensity (soft mask) and pasted at a seeded scale
+(30-60% of the scene's short side) and place onto a crop of a real photo (scikit-image astronaut,
+coffee, chelsea, rocket; scikit-learn china, flower).
 Queries go through the product's query path (simfusion.pipeline: the catalog's detector,
 thumbnail, views, encoders); relevant = catalog items of the same category.
 
@@ -42,6 +43,7 @@ from benchmarks._report import load_average, machine, today, write_section  # no
 
 SECTION = "scene_queries"
 SCENE = 320  # scenes are square crops resized to SCENE px
+ITEMS = {"fashion": "Fashion-MNIST", "digits": "scikit-learn digits"}
 
 
 def scenes() -> list[np.ndarray]:
@@ -110,7 +112,7 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
 def main(argv: list[str] | None = None) -> int:
     import cv2
 
-    from simfusion.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+    from benchmarks._items import SOURCES, load_items
     from simfusion.evaluate.protocol import BASELINE_SIZE, index_tuning, score_rankings
     from simfusion.io.images import load_image
     from simfusion.io.records import record_id
@@ -122,18 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     from simfusion.search.vectors import fit_transform, fuse, l2_normalize, transform
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model folder of a clean Fashion-MNIST catalog")
+    parser.add_argument("--model", required=True, help="model folder of a clean catalog")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--source", choices=SOURCES, default="fashion", help="the items' source (its test split)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no_write", action="store_true")
     args = parser.parse_args(argv)
     began, load = time.perf_counter(), load_average()
     rng = np.random.default_rng(args.seed)
-    images, labels = load_fashion_mnist("test")
+    images, names, _ = load_items(args.source, "test")
     picks = rng.choice(len(images), args.queries, replace=False)
     backgrounds = scenes()
     composed = [compose(images[i], backgrounds[int(rng.integers(len(backgrounds)))], rng) for i in picks]
-    query_labels = np.array([CLASS_NAMES[int(labels[i])] for i in picks])
+    query_labels = np.array([names[i] for i in picks])
 
     with FeatureStore(store_path(args.model)) as store:
         views = store.views
@@ -217,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     text = f"""## Scene queries: other photos of products inside busy scenes, against a clean catalog
 
 Catalog: `{args.model}` ({len(ids):,} items, views {", ".join(views)}).
-{args.queries} queries (seed {args.seed}): Fashion-MNIST TEST items pasted at 30-60% of a {SCENE} px
+{args.queries} queries (seed {args.seed}): {ITEMS[args.source]} TEST items pasted at 30-60% of a {SCENE} px
 crop of real photos (scikit-image astronaut, coffee, chelsea, rocket; scikit-learn china, flower),
 through the product's query path with the catalog's detector ({detector}) and catalog-guided crops
 for the {guided} queries it was unsure of (score < {UNSURE_SCORE}); relevant = catalog items of the
@@ -231,7 +236,7 @@ catalog's thumbnails.
 start {load}; whole run {time.perf_counter() - began:.0f} s. Date: {today()}.
 
 Reproduce: `python benchmarks/bench_scene_queries.py --model MODEL --queries {args.queries} \\
---seed {args.seed}`
+--seed {args.seed} --source {args.source}`
 """
     print(text)
     if not args.no_write:
