@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         weights_line = "The index was built with --no_tune."
     detector = pipeline.detector or "default"
-    text = f"""## Scene queries ({ITEMS[args.source]}): other photos of products inside busy scenes, against a clean catalog
+    text = f"""## Scene queries ({ITEMS[args.source]}): other photos of products in busy scenes, clean catalog
 
 Catalog: `{args.model}` ({len(ids):,} items, views {", ".join(views)}).
 {args.queries} queries (seed {args.seed}): {ITEMS[args.source]} TEST items pasted at 30-60% of a {SCENE} px
