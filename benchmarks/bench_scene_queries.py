@@ -76,15 +76,15 @@ def compose(item: np.ndarray, scene: np.ndarray, rng: np.random.Generator, *, it
 def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *, batch: int = 16) -> dict:
     """Each query's maps per view from the detector's box (`detector`), from the crop the default
     search answers from (`default`), and, for each of the index's views, from the crop that view
-    alone would choose (`own:VIEW`, what `predict.py --views VIEW` does); `guided` counts the unsure
-    queries. The candidate crops are encoded once and scored for every chooser."""
+    alone would choose (`own:VIEW`, what `predict.py --views VIEW` does); `guided` marks the unsure
+    queries (one flag a query). The candidate crops are encoded once and scored for every chooser."""
     from simfusion.pipeline import encode_images
     from simfusion.search.crops import is_unsure
 
     own_views = list(catalog_search.index.views)
     keys = ["detector", "default", *(f"own:{view}" for view in own_views)]
     parts: dict = {key: {view: [] for view in views} for key in keys}
-    guided = 0
+    guided: list[bool] = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
         got, found = encode_images(
@@ -94,8 +94,8 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
             own = {view: got[view][row] for view in views}
             rows = dict.fromkeys(keys, 0)  # the detector's box, row 0 of the crops
             crops = {view: own[view][None] for view in views}
-            if is_unsure(result):
-                guided += 1
+            guided.append(is_unsure(result))
+            if guided[-1]:
                 _, crops = catalog_search.crop_maps(image, result, own)
                 rows["default"] = catalog_search.choose_crop(crops)
                 for view in own_views:
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from simfusion.io.store import FeatureStore, store_path
     from simfusion.search.build import catalog_vectors
     from simfusion.search.catalog import Catalog
-    from simfusion.search.crops import UNSURE_SCORE
+    from simfusion.search.crops import GUIDED_SHARE, UNSURE_SCORE
     from simfusion.search.index import search
     from simfusion.search.vectors import fit_transform, fuse, l2_normalize, transform
 
@@ -180,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         index = catalog_search.index
         if index.clusters_share:
             row_of = {key: row for row, key in enumerate(ids)}
-            hits = search(index, transform({v: queries[v] for v in index.views}, index.params), k=100)
+            vectors = transform({v: queries[v] for v in index.views}, index.params)
+            # as Catalog.rank: a guided query is ranked with GUIDED_SHARE of the clusters term
+            share = [GUIDED_SHARE if unsure else index.clusters_share for unsure in guided]
+            hits = search(index, vectors, k=100, clusters_share=share)
             rankings["fused: tuned + clusters (the index's ranking)"] = np.array(
                 [[row_of[hit["id"]] for hit in found] for found in hits]
             )
@@ -225,7 +228,7 @@ Catalog: `{args.model}` ({len(ids):,} items, views {", ".join(views)}).
 {args.queries} queries (seed {args.seed}): {ITEMS[args.source]} TEST items pasted at 30-60% of a {SCENE} px
 crop of real photos (scikit-image astronaut, coffee, chelsea, rocket; scikit-learn china, flower),
 through the product's query path with the catalog's detector ({detector}) and catalog-guided crops
-for the {guided} queries it was unsure of (score < {UNSURE_SCORE}); relevant = catalog items of the
+for the {sum(guided)} queries it was unsure of (score < {UNSURE_SCORE}); relevant = catalog items of the
 query's category.
 The baseline gets a perfect crop (the true box) and compares raw pixels ({BASELINE_SIZE} px) with the
 catalog's thumbnails.

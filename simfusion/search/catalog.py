@@ -37,7 +37,16 @@ from simfusion.search.build import (
     remove_catalog_items,
     repair_index,
 )
-from simfusion.search.crops import CROPS, FIT_TOP, best_crop, crop_fit, is_unsure, window_boxes
+from simfusion.search.crops import (
+    CROPS,
+    FIT_SHARE,
+    FIT_TOP,
+    GUIDED_SHARE,
+    best_crop,
+    crop_fit,
+    is_unsure,
+    window_boxes,
+)
 from simfusion.search.graph import GRAPH_K, REORDERS, RERANK_POOL, NeighbourGraph, diffused
 from simfusion.search.index import CatalogIndex, search
 from simfusion.search.index_files import load_index
@@ -69,6 +78,12 @@ class SearchOptions:
             raise ValueError(f"crops must be one of {', '.join(CROPS)}, not {self.crops!r}")
         if self.rerank not in REORDERS:
             raise ValueError(f"rerank must be one of {', '.join(REORDERS)}, not {self.rerank!r}")
+
+
+def fresh_query(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a query record without the `query_box` of an earlier answer (an output: the
+    guided crop sets it again when it applies)."""
+    return {key: value for key, value in record.items() if key != "query_box"}
 
 
 class Catalog:
@@ -167,7 +182,7 @@ class Catalog:
     ) -> list[dict[str, Any]]:
         """Each query record (an `image` path under `base_path`) with its `results` added, or an
         `error` when its image could not be read; `options` are SearchOptions' fields."""
-        records = [dict(query) for query in queries]
+        records = [fresh_query(query) for query in queries]
         good = [record for record in records if "error" not in record]
         encoded = self.encode_queries(good, base_path=base_path, batch_size=batch_size, **options)
         self.answer(encoded.records, encoded.maps, **options)
@@ -245,13 +260,14 @@ class Catalog:
         searched with `views` and `weights` as the query itself will be."""
         views = list(views or self.index.views)
         vectors = self.vectors({view: crop_maps[view] for view in views})
-        return best_crop(crop_fit(search(self.index, vectors, k=FIT_TOP, views=views, weights=weights)))
+        hits = search(self.index, vectors, k=FIT_TOP, views=views, weights=weights, clusters_share=FIT_SHARE)
+        return best_crop(crop_fit(hits))
 
     def search_images(
         self, images: Sequence[np.ndarray], records: Sequence[dict[str, Any]] | None = None, **options: Any
     ) -> list[dict[str, Any]]:
         """Like `search`, for decoded uint8 RGB images (an upload) instead of paths."""
-        records = [dict(r) for r in records] if records is not None else [{} for _ in images]
+        records = [fresh_query(r) for r in records] if records is not None else [{} for _ in images]
         opts = SearchOptions(**options)
         if images:
             maps, found = encode_images(
@@ -281,6 +297,13 @@ class Catalog:
         rules = replace(rules, exclude_ids=set(rules.exclude_ids) | set(ids))
         self.answer(records, maps, **{**options, "rules": rules})
         return records
+
+    def share_of(self, record: Mapping[str, Any]) -> float:
+        """The clusters term's share a query is ranked with: `GUIDED_SHARE` for one answered from
+        a catalog-guided crop (its record has a `query_box`), the index's own for the others."""
+        if not self.index.clusters_share:
+            return 0.0
+        return GUIDED_SHARE if "query_box" in record else self.index.clusters_share
 
     def answer(self, records: list[dict[str, Any]], maps: Mapping[str, np.ndarray], **options: Any) -> None:
         """Add `results` (and `inferred_category` where the rules inferred one) to each record,
@@ -325,6 +348,7 @@ class Catalog:
                 weights=opts.weights,
                 nprobe=opts.nprobe,
                 ef_search=opts.ef_search,
+                clusters_share=[self.share_of(query_records[row]) for row in todo],
             )
             if opts.rerank == "diffusion" and size:
                 graph = self.neighbour_graph()

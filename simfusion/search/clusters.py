@@ -152,14 +152,19 @@ def with_cluster_queries(
     return {**queries, CLUSTERS: cluster_vectors(fused, params)}
 
 
-def cluster_probe(probe: np.ndarray, clusters: np.ndarray | None, share: float, dim: int) -> np.ndarray:
-    """An early-fusion query vector made to match fused vectors that carry the clusters term: the
-    views' part rescaled, then the query's clusters vector, or zeros where it has none (the query
-    narrowed or re-weighted the views)."""
+def cluster_probe(
+    probe: np.ndarray, clusters: np.ndarray | None, share: float, dim: int, *, queried=None
+) -> np.ndarray:
+    """An early-fusion query vector made to match fused vectors that carry the clusters term with
+    `share`: the views' part rescaled, then the query's clusters vector, or zeros where it has none
+    (the query narrowed or re-weighted the views). `queried` (one share per query) gives each
+    query's inner products that share of the term instead: (1 - q) views + q clusters."""
     if not share:
         return probe
+    queried = np.full(len(probe), share) if queried is None else np.asarray(queried, np.float64)
     if clusters is None:
         zeros = np.zeros((len(probe), dim), np.float32)
         return np.concatenate([probe / np.sqrt(1 - share), zeros], axis=1)
-    extra = np.sqrt(share) * np.asarray(clusters, np.float32)
-    return np.concatenate([np.sqrt(1 - share) * probe, extra], axis=1)
+    views_scale = ((1 - queried) / np.sqrt(1 - share)).astype(np.float32)[:, None]
+    clusters_scale = (queried / np.sqrt(share)).astype(np.float32)[:, None]
+    return np.concatenate([views_scale * probe, clusters_scale * np.asarray(clusters, np.float32)], axis=1)

@@ -343,13 +343,15 @@ def search(
     nprobe: int | None = None,
     ef_search: int | None = None,
     clusters: bool = True,
+    clusters_share: float | Sequence[float] | None = None,
 ) -> list[list[Hit]]:
     """The `k` best items for each query: hits {id, score, scores: {view: score}} best first.
 
     `queries` maps view -> vectors (Q, d) made with the index's params. `candidates` items per
     FAISS part are gathered (default k) and rescored exactly; `views` and `weights` may narrow
     or re-weight the views the index was built with, without rebuilding it; either, or `clusters`
-    False, leaves out the clusters term (simfusion.search.clusters).
+    False, leaves out the clusters term (simfusion.search.clusters). `clusters_share` (one for all
+    queries, or one per query) replaces the term's share of the score the index was built with.
     """
     if k <= 0:
         raise ValueError(f"k must be > 0, not {k}")
@@ -371,12 +373,26 @@ def search(
     wanted = min(max(k, candidates or k), len(index))
     if clusters:
         queries = with_cluster_queries(queries, index.params, normalize_weights(index.weights), share)
-    pools = _candidates(index, queries, views, share, wanted, nprobe=nprobe, ef_search=ef_search)
+    shares = query_shares(index, clusters_share, count)
+    pools = _candidates(index, queries, views, share, wanted, shares, nprobe=nprobe, ef_search=ef_search)
     searched = [v for v in (*views, CLUSTERS) if v in queries]
     return [
-        _rescore(index, {v: np.asarray(queries[v])[i] for v in searched}, pools[i], share, k)
+        _rescore(index, {v: np.asarray(queries[v])[i] for v in searched}, pools[i], share, k, shares[i])
         for i in range(count)
     ]
+
+
+def query_shares(index: CatalogIndex, shares: float | Sequence[float] | None, count: int) -> np.ndarray:
+    """The clusters term's share of each of `count` queries' scores: the index's own unless given;
+    0 for an index without the term."""
+    if not index.clusters_share:
+        return np.zeros(count)
+    if shares is None:
+        return np.full(count, index.clusters_share)
+    out = np.broadcast_to(np.asarray(shares, np.float64), (count,)).copy()
+    if not np.all((out >= 0) & (out < 1)):
+        raise ValueError(f"a clusters share must be in [0, 1), not {shares}")
+    return out
 
 
 def _candidates(
@@ -385,6 +401,7 @@ def _candidates(
     views: list[str],
     share: dict[str, float],
     wanted: int,
+    shares: np.ndarray,
     *,
     nprobe: int | None,
     ef_search: int | None,
@@ -410,7 +427,7 @@ def _candidates(
                 axis=1,
             )
             dim = index.meta.get("clusters", {}).get("dim", 0)
-            probe = cluster_probe(probe, queries.get(CLUSTERS), index.clusters_share, dim)
+            probe = cluster_probe(probe, queries.get(CLUSTERS), index.clusters_share, dim, queried=shares)
         if PROBE in index.parts:
             probe, part, wanted = probe @ index.params[PROJECTION], PROBE, max(wanted, PROBE_CANDIDATES)
         else:
@@ -466,7 +483,12 @@ def view_scores(
 
 
 def _rescore(
-    index: CatalogIndex, query: dict[str, np.ndarray], labels: np.ndarray, share: dict[str, float], k: int
+    index: CatalogIndex,
+    query: dict[str, np.ndarray],
+    labels: np.ndarray,
+    share: dict[str, float],
+    k: int,
+    clusters_share: float,
 ) -> list[Hit]:
     if not len(labels):
         return []
@@ -480,7 +502,7 @@ def _rescore(
     else:
         fused = sum(share[view] * per_view[view].astype(np.float64) for view in share)
         if CLUSTERS in per_view:
-            fused = (1 - index.clusters_share) * fused + index.clusters_share * per_view[CLUSTERS]
+            fused = (1 - clusters_share) * fused + clusters_share * per_view[CLUSTERS]
         rows = np.argsort(-fused, kind="stable")[:k]
         scores = fused[rows]
     hits = []

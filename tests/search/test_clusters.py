@@ -88,6 +88,38 @@ def test_the_index_ranks_by_the_documented_score(built):
             assert hit["score"] == pytest.approx(expected, abs=1e-4)
 
 
+def test_a_query_side_share_gives_each_query_its_own_mix(built):
+    """`clusters_share` re-mixes the term per query without rebuilding: the score is exactly
+    (1 - q) views + q clusters, the candidates come from the same mix, and the index's own share
+    is what None gives."""
+    index, vectors, ids = built
+    queries = {view: v[:6] for view, v in vectors.items()}
+    shares = [0.0, 0.1, 0.25, SHARE, 0.8, 0.1]
+    mixed = search(index, queries, k=10, clusters_share=shares)
+    for row, (found, q) in enumerate(zip(mixed, shares, strict=True)):
+        views_part = 0.75 * np.array([h["scores"]["hed_vgg16"] for h in found])
+        views_part += 0.25 * np.array([h["scores"]["hog"] for h in found])
+        clusters = np.array([h["scores"][CLUSTERS] for h in found])
+        np.testing.assert_allclose(
+            [h["score"] for h in found], (1 - q) * views_part + q * clusters, atol=1e-4
+        )
+        alone = search(index, {view: v[row : row + 1] for view, v in queries.items()}, k=10, clusters_share=q)
+        assert [h["id"] for h in alone[0]] == [h["id"] for h in found]
+    # the whole catalog ranked by the same mix, exactly: the candidates are not those of share 0.5
+    fused = fuse(vectors, index.weights)
+    term = cluster_vectors(fused, index.params)
+    scores = 0.9 * (fused @ fused[1]) + 0.1 * (term @ term[1])
+    truth = np.argsort(-scores, kind="stable")[:10]
+    assert [h["id"] for h in mixed[1]] == [ids[i] for i in truth]
+    default = search(index, queries, k=10)
+    assert [[h["id"] for h in f] for f in default] == [
+        [h["id"] for h in f] for f in search(index, queries, k=10, clusters_share=SHARE)
+    ]
+    assert [h["id"] for h in mixed[3]] == [h["id"] for h in default[3]]
+    with pytest.raises(ValueError, match="clusters share"):
+        search(index, queries, k=3, clusters_share=1.0)
+
+
 def test_narrowed_or_reweighted_queries_rank_by_the_views_alone(built):
     index, vectors, _ = built
     queries = {view: v[:5] for view, v in vectors.items()}

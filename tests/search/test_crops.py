@@ -44,12 +44,21 @@ def test_the_detectors_box_wins_a_near_tie():
 @pytest.fixture(scope="module")
 def catalog_model(tmp_path_factory):
     """A catalog of clean sample products (hog and tiny views), and one held-out sneaker."""
+    return train_catalog(tmp_path_factory.mktemp("crops"), per_class=4)
+
+
+@pytest.fixture(scope="module")
+def clustered_model(tmp_path_factory):
+    """The same with 75 products: enough for the index's clusters term."""
+    return train_catalog(tmp_path_factory.mktemp("crops_clustered"), per_class=15)
+
+
+def train_catalog(out, *, per_class: int):
     from simfusion.cli.index import main as fusion_main
     from simfusion.cli.train import main as train_main
     from simfusion.views.thumbnail import thumbnail_record
 
-    out = tmp_path_factory.mktemp("crops")
-    records = sample_records(per_class=4)
+    records = sample_records(per_class=per_class)
     held = next(r for r in reversed(records) if r["category"] == "sneaker")
     catalog = [r for r in records if r is not held]
     views = os.path.join(out, "views")
@@ -126,3 +135,32 @@ def test_a_narrowed_search_chooses_its_crop_with_its_own_views(catalog_model):
     assert narrowed["query_box"] == boxes[own]
     [default] = catalog.search_images([scene], k=10)
     assert default["query_box"] == boxes[fused]
+
+
+def views_and_term(hit) -> tuple[float, float]:
+    """A hit's views part (hog and tiny at equal weights: --no_tune) and its clusters score."""
+    return 0.5 * hit["scores"]["hog"] + 0.5 * hit["scores"]["tiny"], hit["scores"]["clusters"]
+
+
+@pytest.mark.slow
+def test_a_guided_query_gives_the_clusters_term_less_say(clustered_model):
+    """The crop's fit and a guided query's ranking use the term at FIT_SHARE and GUIDED_SHARE (a
+    busy scene's window can look like one of the catalog's kinds); a clean query keeps the
+    index's share, and a `query_box` left in an input record from an earlier answer is dropped."""
+    from simfusion.search.catalog import Catalog
+    from simfusion.search.crops import GUIDED_SHARE
+
+    model, held = clustered_model
+    catalog = Catalog.open(model, detector="objectness")
+    share = catalog.index.clusters_share
+    assert share == 0.5 and GUIDED_SHARE < share
+    product = load_image(os.path.join(SAMPLE_DATA, held["image"]))
+    scene, _ = in_a_scene(product)
+    [guided, clean] = catalog.search_images([scene, product], [{}, {"query_box": [0, 0, 5, 5]}], k=10)
+    assert "query_box" in guided and "query_box" not in clean
+    for answer, expected_share in ((guided, GUIDED_SHARE), (clean, share)):
+        for hit in answer["results"]:
+            views, term = views_and_term(hit)
+            assert hit["score"] == pytest.approx(
+                (1 - expected_share) * views + expected_share * term, abs=1e-4
+            )
