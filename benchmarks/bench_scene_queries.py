@@ -12,7 +12,8 @@ Queries go through the product's query path (simfusion.pipeline: the catalog's d
 thumbnail, views, encoders); relevant = catalog items of the same category.
 
 Queries the detector is unsure of get the product's catalog-guided crops (simfusion.search.crops,
-predict.py's default `--crops guided`, chosen by the index's fused ranking); every view's row and
+predict.py's default `--crops guided`, chosen by the index's fused score with the clusters term at
+FIT_SHARE, and ranked with it at GUIDED_SHARE, as Catalog does); every view's row and
 the fusions' rows use those crops, except the row that shows the tuned fusion from the detector's
 box alone. The "end to end" rows are each of the index's views as the product gives it alone
 (`predict.py --views VIEW`): that view also chooses the crop, by its own fit to the catalog. The
