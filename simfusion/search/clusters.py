@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -150,6 +150,19 @@ def with_cluster_queries(
         return queries
     fused = np.concatenate([np.sqrt(built[v]) * np.asarray(queries[v], np.float32) for v in built], axis=1)
     return {**queries, CLUSTERS: cluster_vectors(fused, params)}
+
+
+def query_shares(built: float, shares: float | Sequence[float] | None, count: int) -> np.ndarray:
+    """The term's share of each of `count` queries' scores: `shares` (one, or one a query), else the
+    share `built` into the index; 0 for an index without the term (`built` 0)."""
+    if not built:
+        return np.zeros(count)
+    if shares is None:
+        return np.full(count, built)
+    out = np.broadcast_to(np.asarray(shares, np.float64), (count,)).copy()
+    if not np.all((out >= 0) & (out < 1)):
+        raise ValueError(f"a clusters share must be in [0, 1), not {shares}")
+    return out
 
 
 def cluster_probe(

@@ -36,6 +36,7 @@ from simfusion.search.clusters import (
     clusters_meta,
     fit_clusters,
     has_clusters,
+    query_shares,
     with_cluster_queries,
     with_clusters,
 )
@@ -294,15 +295,7 @@ def _codes(index: CatalogIndex, view: str, vectors: np.ndarray) -> np.ndarray:
 def part_data(index: CatalogIndex, vectors_by_view: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """What each FAISS part stores for these items: fused or per-view vectors, or their codes."""
     binary = index.kind == "binary"
-    missing = [view for view in index.views if view not in vectors_by_view]
-    if missing:
-        raise ValueError(f"vectors of view(s) {', '.join(missing)} are missing")
-    for view in index.views:
-        got = np.asarray(vectors_by_view[view]).shape[1]
-        if got != index.meta["dims"][view]:
-            raise ValueError(
-                f"view {view!r} vectors have {got} dimensions, the index {index.meta['dims'][view]}"
-            )
+    check_dims(index, vectors_by_view, index.views, what="vectors")
     if binary:
         per_view = {view: _codes(index, view, vectors_by_view[view]) for view in index.views}
     else:
@@ -318,6 +311,16 @@ def part_data(index: CatalogIndex, vectors_by_view: Mapping[str, np.ndarray]) ->
     if PROJECTION not in index.params:
         return {FUSED: fused}
     return {FUSED: fused, PROBE: fused @ index.params[PROJECTION]}
+
+
+def check_dims(index: CatalogIndex, vectors: Mapping[str, np.ndarray], views: Sequence[str], *, what: str):
+    """Every one of `views` is in `vectors`, as wide as the index's view."""
+    for view in views:
+        if view not in vectors:
+            raise ValueError(f"{what} of view {view!r} are missing")
+        got, dim = np.asarray(vectors[view]).shape[-1], index.meta["dims"][view]
+        if got != dim:
+            raise ValueError(f"{what} of view {view!r} have {got} dimensions, the index {dim}")
 
 
 def _offsets(index: CatalogIndex) -> dict[str, tuple[int, int]]:
@@ -359,40 +362,20 @@ def search(
     check_views(views, index.views, holder="the index")
     base = {view: index.weights[view] for view in views}
     share = normalize_weights({view: float((weights or base).get(view, base[view])) for view in views})
-    for view in views:
-        if view not in queries:
-            raise ValueError(f"query vectors of view {view!r} are missing")
-        got = np.asarray(queries[view]).shape[-1]
-        if got != index.meta["dims"][view]:
-            raise ValueError(
-                f"query vectors of {view!r} have {got} dimensions, the index {index.meta['dims'][view]}"
-            )
+    check_dims(index, queries, views, what="query vectors")
     count = len(np.asarray(queries[views[0]]))
     if not len(index):
         return [[] for _ in range(count)]
     wanted = min(max(k, candidates or k), len(index))
     if clusters:
         queries = with_cluster_queries(queries, index.params, normalize_weights(index.weights), share)
-    shares = query_shares(index, clusters_share, count)
+    shares = query_shares(index.clusters_share, clusters_share, count)
     pools = _candidates(index, queries, views, share, wanted, shares, nprobe=nprobe, ef_search=ef_search)
     searched = [v for v in (*views, CLUSTERS) if v in queries]
     return [
         _rescore(index, {v: np.asarray(queries[v])[i] for v in searched}, pools[i], share, k, shares[i])
         for i in range(count)
     ]
-
-
-def query_shares(index: CatalogIndex, shares: float | Sequence[float] | None, count: int) -> np.ndarray:
-    """The clusters term's share of each of `count` queries' scores: the index's own unless given;
-    0 for an index without the term."""
-    if not index.clusters_share:
-        return np.zeros(count)
-    if shares is None:
-        return np.full(count, index.clusters_share)
-    out = np.broadcast_to(np.asarray(shares, np.float64), (count,)).copy()
-    if not np.all((out >= 0) & (out < 1)):
-        raise ValueError(f"a clusters share must be in [0, 1), not {shares}")
-    return out
 
 
 def _candidates(
