@@ -293,7 +293,7 @@ def train_pipeline(catalog: str, base: str, out: str, *, detector: str, size: in
 def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[str, np.ndarray], dict]:
     """Rankings (catalog rows, (N, N-1)) of the fused index and of each view alone, for queries
     encoded as predict.py encodes them; and how well each query's vector matched its catalog entry."""
-    from simfusion.search.catalog import Catalog
+    from simfusion.search.catalog import Catalog, SearchOptions
     from simfusion.search.index import search
     from simfusion.search.index_files import load_index
     from simfusion.search.vectors import transform
@@ -305,6 +305,10 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
     queries = [{"id": record["id"], "image": record["image"]} for record in records]
     start = time.perf_counter()
     encoded = catalog.encode(queries, base_path=base, views=index.views)
+    # predict.py's default: a query the detector is unsure of is answered from a catalog-guided
+    # crop (chosen with the tuned index's views; a view it leaves out keeps the detector's box)
+    catalog.guide(encoded.records, encoded.images, encoded.maps, encoded.found, SearchOptions())
+    shares = [catalog.share_of(record) for record in encoded.records]
     vectors = transform(encoded.maps, index.params, pooling=index.meta["pooling"])
     encode_seconds = time.perf_counter() - start
     if len(encoded.records) != len(records):
@@ -325,7 +329,7 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
         if clusters and not searched.clusters_share:
             continue  # a catalog too small for the clusters term: the default is 'fused: tuned'
         wanted = {view: query_vectors[view] for view in (views or searched.views)}
-        found = search(searched, wanted, k=size, views=views, clusters=clusters)
+        found = search(searched, wanted, k=size, views=views, clusters=clusters, clusters_share=shares)
         ranking, self_scores, self_first = [], [], 0
         for query, hits in zip(records, found, strict=True):
             rows = [row_of[hit["id"]] for hit in hits if hit["id"] != query["id"]]
@@ -339,7 +343,13 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
             "self_first": self_first / len(records),
         }
     detector = catalog.pipeline.detector
-    return out, {"agreement": agreement, "encode_seconds": encode_seconds, "detector": detector}
+    guided = sum("query_box" in record for record in encoded.records)
+    return out, {
+        "agreement": agreement,
+        "encode_seconds": encode_seconds,
+        "detector": detector,
+        "guided": guided,
+    }
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -395,7 +405,8 @@ def run_seed(seed: int, args: argparse.Namespace, detectors: list[str]) -> dict:
             fused = info["agreement"].get(DEFAULT) or info["agreement"]["fused: tuned"]
             notes.append(
                 f"`{detector}`: stages {', '.join(f'{s} {t:.0f} s' for s, t in stage_seconds.items())}; "
-                f"{len(records)} queries encoded in memory in {info['encode_seconds']:.0f} s; "
+                f"{len(records)} queries encoded in memory in {info['encode_seconds']:.0f} s "
+                f"({info['guided']} of them the detector was unsure of, answered from guided crops); "
                 f"a query's fused similarity to its own catalog entry (the in-memory query path against "
                 f"the stage scripts' files): mean {fused['self_score']:.3f}; its own entry ranks first for "
                 f"{fused['self_first']:.0%} of the queries (a twin, such as the half-scale copy, which "
@@ -500,7 +511,9 @@ def report(runs: dict[int, dict], args: argparse.Namespace, detectors: list[str]
         "('fused: tuned': its weights alone; 'fused: tuned + clusters': with the clusters term, "
         "simfusion.search.clusters, what predict.py ranks by); "
         "the queries are encoded in memory the way predict.py does (simfusion.pipeline, "
-        "detection included) and searched with `simfusion.search.index.search`, fused and view by "
+        "detection included; a query the detector is unsure of answered from a catalog-guided crop, "
+        "ranked with the clusters term at its guided share) and searched with "
+        "`simfusion.search.index.search`, fused and view by "
         "view. Hashes: imagehash on the files, ranked by Hamming distance; ties break in the "
         "catalog's seeded random order.",
         "",
