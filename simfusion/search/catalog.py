@@ -292,7 +292,7 @@ class Catalog:
         views = list(opts.views or self.index.views)
         with FeatureStore(store_path(self.path)) as store:
             maps = {view: store.features(view, store.rows(view, ids)) for view in views}
-        records = [dict(self.record(key) or {"id": key}) for key in ids]
+        records = [fresh_query(self.record(key) or {"id": key}) for key in ids]
         rules = opts.rules or Rules()
         rules = replace(rules, exclude_ids=set(rules.exclude_ids) | set(ids))
         self.answer(records, maps, **{**options, "rules": rules})
