@@ -77,15 +77,16 @@ def compose(item: np.ndarray, scene: np.ndarray, rng: np.random.Generator, *, it
 def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *, batch: int = 16) -> dict:
     """Each query's maps per view from the detector's box (`detector`), from the crop the default
     search answers from (`default`), and, for each of the index's views, from the crop that view
-    alone would choose (`own:VIEW`, what `predict.py --views VIEW` does); `guided` marks the unsure
-    queries (one flag a query). The candidate crops are encoded once and scored for every chooser."""
+    alone would choose (`own:VIEW`, what `predict.py --views VIEW` does); `records`, a record a query
+    as Catalog.guide leaves it (`query_box`: the default's crop, for the unsure ones). The candidate
+    crops are encoded once and scored for every chooser."""
     from simfusion.pipeline import encode_images
     from simfusion.search.crops import is_unsure
 
     own_views = list(catalog_search.index.views)
     keys = ["detector", "default", *(f"own:{view}" for view in own_views)]
     parts: dict = {key: {view: [] for view in views} for key in keys}
-    guided: list[bool] = []
+    records: list[dict] = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
         got, found = encode_images(
@@ -95,10 +96,11 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
             own = {view: got[view][row] for view in views}
             rows = dict.fromkeys(keys, 0)  # the detector's box, row 0 of the crops
             crops = {view: own[view][None] for view in views}
-            guided.append(is_unsure(result))
-            if guided[-1]:
-                _, crops = catalog_search.crop_maps(image, result, own)
+            records.append({})
+            if is_unsure(result):
+                boxes, crops = catalog_search.crop_maps(image, result, own)
                 rows["default"] = catalog_search.choose_crop(crops)
+                records[-1]["query_box"] = boxes[rows["default"]]
                 for view in own_views:
                     rows[f"own:{view}"] = catalog_search.choose_crop(crops, views=[view])
             for key in keys:
@@ -106,7 +108,7 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
                     parts[key][view].append(crops[view][rows[key]])
     out: dict = {key: {view: np.stack(maps) for view, maps in parts[key].items()} for key in keys}
     out.update({key: out[key][key[4:]] for key in keys if key.startswith("own:")})
-    out["guided"] = guided
+    out["records"] = records
     return out
 
 
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from simfusion.io.store import FeatureStore, store_path
     from simfusion.search.build import catalog_vectors
     from simfusion.search.catalog import Catalog
-    from simfusion.search.crops import GUIDED_SHARE, UNSURE_SCORE
+    from simfusion.search.crops import UNSURE_SCORE
     from simfusion.search.index import search
     from simfusion.search.vectors import fit_transform, fuse, l2_normalize, transform
 
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     catalog_search = Catalog.open(args.model)
     pipeline = catalog_search.pipeline
     encoded = encode_queries(catalog_search, [c[0] for c in composed], views)
-    guided = encoded["guided"]
+    guided = sum("query_box" in record for record in encoded["records"])
     query_seconds = time.perf_counter() - started
     detector_queries = transform(encoded["detector"], {})
     queries = transform(encoded["default"], {})
@@ -182,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         if index.clusters_share:
             row_of = {key: row for row, key in enumerate(ids)}
             vectors = transform({v: queries[v] for v in index.views}, index.params)
-            # as Catalog.rank: a guided query is ranked with GUIDED_SHARE of the clusters term
-            share = [GUIDED_SHARE if unsure else index.clusters_share for unsure in guided]
+            share = [catalog_search.share_of(record) for record in encoded["records"]]  # as Catalog.rank
             hits = search(index, vectors, k=100, clusters_share=share)
             rankings["fused: tuned + clusters (the index's ranking)"] = np.array(
                 [[row_of[hit["id"]] for hit in found] for found in hits]
@@ -229,7 +230,7 @@ Catalog: `{args.model}` ({len(ids):,} items, views {", ".join(views)}).
 {args.queries} queries (seed {args.seed}): {ITEMS[args.source]} TEST items pasted at 30-60% of a {SCENE} px
 crop of real photos (scikit-image astronaut, coffee, chelsea, rocket; scikit-learn china, flower),
 through the product's query path with the catalog's detector ({detector}) and catalog-guided crops
-for the {sum(guided)} queries it was unsure of (score < {UNSURE_SCORE}); relevant = catalog items of the
+for the {guided} queries it was unsure of (score < {UNSURE_SCORE}); relevant = catalog items of the
 query's category.
 The baseline gets a perfect crop (the true box) and compares raw pixels ({BASELINE_SIZE} px) with the
 catalog's thumbnails.
