@@ -79,7 +79,8 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
     search answers from (`default`), and, for each of the index's views, from the crop that view
     alone would choose (`own:VIEW`, what `predict.py --views VIEW` does); `records`, a record a query
     as Catalog.guide leaves it (`query_box`: the default's crop, for the unsure ones). The candidate
-    crops are encoded once and scored for every chooser."""
+    windows are encoded once and scored for every chooser; each chooser then nudges its own pick
+    (Catalog.refine_crop) with its own views."""
     from simfusion.pipeline import encode_images
     from simfusion.search.crops import is_unsure
 
@@ -94,18 +95,21 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
         )
         for row, (image, result) in enumerate(zip(chunk, found, strict=True)):
             own = {view: got[view][row] for view in views}
-            rows = dict.fromkeys(keys, 0)  # the detector's box, row 0 of the crops
-            crops = {view: own[view][None] for view in views}
+            chosen = dict.fromkeys(keys, own)  # the detector's box
             records.append({})
             if is_unsure(result):
                 boxes, crops = catalog_search.crop_maps(image, result, own)
-                rows["default"] = catalog_search.choose_crop(crops)
-                records[-1]["query_box"] = boxes[rows["default"]]
+                row = catalog_search.choose_crop(crops)
+                records[-1]["query_box"], chosen["default"] = catalog_search.refine_crop(
+                    image, boxes[row], {view: crops[view][row] for view in views}
+                )
                 for view in own_views:
-                    rows[f"own:{view}"] = catalog_search.choose_crop(crops, views=[view])
+                    row = catalog_search.choose_crop(crops, views=[view])
+                    _, refined = catalog_search.refine_crop(image, boxes[row], {view: crops[view][row]})
+                    chosen[f"own:{view}"] = {**own, **refined}  # only its own view is read
             for key in keys:
                 for view in views:
-                    parts[key][view].append(crops[view][rows[key]])
+                    parts[key][view].append(chosen[key][view])
     out: dict = {key: {view: np.stack(maps) for view, maps in parts[key].items()} for key in keys}
     out.update({key: out[key][key[4:]] for key in keys if key.startswith("own:")})
     out["records"] = records

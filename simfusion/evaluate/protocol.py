@@ -270,8 +270,8 @@ def index_rankings(
     rerank: str,
 ) -> dict[str, np.ndarray]:
     """The rows of the fusion the index was built with (its tuned weights) and, with `rerank`, of
-    that fusion (else the plain one) re-ranked as predict.py re-ranks. `keep` maps vectors of every
-    stored item to the labelled items' rows, which `vectors` already are."""
+    the index's ranking (else the tuned, else the plain fusion) re-ranked as predict.py re-ranks.
+    `keep` maps vectors of every stored item to the labelled items' rows, which `vectors` already are."""
     out = {}
     tuned = tuned_vectors(model_save_path, pooled)
     if tuned is not None:
@@ -281,7 +281,9 @@ def index_rankings(
     if clustered is not None:
         rows = keep({CLUSTERED: clustered})[CLUSTERED]
         out[CLUSTERED] = rank_catalog(rows[query_rows], rows, k=k, exclude_self_ids=query_rows)[0]
-    if rerank == "diffusion":
+    if rerank == "diffusion" and clustered is not None:  # predict.py diffuses the index's own ranking
+        out[f"{CLUSTERED} + diffusion"] = diffused_ranking(rows, query_rows, k=k)
+    elif rerank == "diffusion":
         name, base, weights = (TUNED, tuned_rows, tuned[1]) if tuned is not None else (FUSED, vectors, None)
         out[f"{name} + diffusion"] = diffused_ranking(
             fuse(base, weights or dict.fromkeys(base, 1.0)), query_rows, k=k

@@ -42,15 +42,17 @@ from simfusion.search.crops import (
     FIT_SHARE,
     FIT_TOP,
     GUIDED_SHARE,
+    REFINE,
     best_crop,
     crop_fit,
     is_unsure,
+    nudged_boxes,
     window_boxes,
 )
 from simfusion.search.graph import GRAPH_K, REORDERS, RERANK_POOL, NeighbourGraph, diffused
 from simfusion.search.index import CatalogIndex, search
 from simfusion.search.index_files import load_index
-from simfusion.search.rules import Rules, apply_rules, infer_category, record_category
+from simfusion.search.rules import Rules, ruled
 from simfusion.search.vectors import transform
 
 log = logging.getLogger(__name__)
@@ -225,12 +227,13 @@ class Catalog:
                 continue
             boxes, crop_maps = self.crop_maps(image, result, {view: maps[view][row] for view in views})
             best = self.choose_crop(crop_maps, views=views, weights=opts.weights)
-            for view in views:
-                maps[view][row] = crop_maps[view][best]
-            chosen[row] = records[row]["query_box"] = boxes[best]
-            log.info(
-                "query %d: detection unsure; answered from crop %s of %d", row + 1, boxes[best], len(boxes)
+            box, best_maps = self.refine_crop(
+                image, boxes[best], {view: crop_maps[view][best] for view in views}, weights=opts.weights
             )
+            for view in views:
+                maps[view][row] = best_maps[view]
+            chosen[row] = records[row]["query_box"] = box
+            log.info("query %d: detection unsure; answered from crop %s of %d", row + 1, box, len(boxes))
         return chosen
 
     def crop_maps(
@@ -258,10 +261,48 @@ class Catalog:
     ) -> int:
         """The row of `crop_maps` (the detector's box first) whose best catalog matches fit best,
         searched with `views` and `weights` as the query itself will be."""
+        return best_crop(self.crop_fits(crop_maps, views=views, weights=weights))
+
+    def refine_crop(
+        self,
+        image: np.ndarray,
+        box: Sequence[int],
+        maps: Mapping[str, np.ndarray],
+        *,
+        weights: Mapping[str, float] | None = None,
+    ) -> tuple[list[int], dict[str, np.ndarray]]:
+        """The chosen crop `box` (its maps per view: `maps`, which name the views searched) nudged,
+        step by step (crops.REFINE), to whichever shifted or rescaled box fits the catalog better."""
+        views = list(maps)
+        box, maps = list(box), dict(maps)
+        fit = self.crop_fits({view: maps[view][None] for view in views}, views=views, weights=weights)[0]
+        for shift, scales in REFINE:
+            boxes = nudged_boxes(box, *image.shape[:2], shift=shift, scales=scales)
+            encoded, _ = encode_images(
+                [image] * len(boxes),
+                model_save_path=self.path,
+                views=views,
+                pipeline=self.pipeline,
+                boxes=boxes,
+            )
+            fits = self.crop_fits(encoded, views=views, weights=weights)
+            best = int(np.argmax(fits))
+            if fits[best] > fit:
+                box, fit, maps = boxes[best], fits[best], {view: encoded[view][best] for view in views}
+        return box, maps
+
+    def crop_fits(
+        self,
+        crop_maps: Mapping[str, np.ndarray],
+        *,
+        views: Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> np.ndarray:
+        """Each crop's fit to the catalog (crops.crop_fit), a row of `crop_maps` a crop."""
         views = list(views or self.index.views)
         vectors = self.vectors({view: crop_maps[view] for view in views})
         hits = search(self.index, vectors, k=FIT_TOP, views=views, weights=weights, clusters_share=FIT_SHARE)
-        return best_crop(crop_fit(hits))
+        return crop_fit(hits)
 
     def search_images(
         self, images: Sequence[np.ndarray], records: Sequence[dict[str, Any]] | None = None, **options: Any
@@ -456,25 +497,3 @@ def with_fields(
             full.setdefault(key, value)
         out.append(full)
     return out
-
-
-def ruled(
-    hits: list[dict[str, Any]], query: Mapping[str, Any], rules: Rules, *, k: int, query_number: int = 0
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One query's hits under the rules, cut to `k`, and the category inferred for it (or None)."""
-    if not rules:
-        return hits[:k], None
-    category, inferred = None, None
-    if rules.same_category:
-        category = record_category(query, rules.category_key)
-        if category in (None, ""):
-            category = inferred = infer_category(hits, key=rules.category_key, top=k)
-    if rules.same_category and category in (None, ""):
-        # nothing to match: better the unfiltered ranking than no results at all
-        log.warning(
-            "query %d has no category and its neighbours none to infer; same_category ignored for it",
-            query_number,
-        )
-        rules = replace(rules, same_category=False)
-    kept = apply_rules(hits, rules, category=category) if rules else hits
-    return kept[:k], inferred

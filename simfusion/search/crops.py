@@ -7,8 +7,9 @@ encoded from the wrong pixels. When the detector's score is below `UNSURE_SCORE`
 also cut into the whole image and square windows at `WINDOW_SCALES` of its short side (a third
 of a window apart, `WINDOW_STEP`); every crop is encoded like the catalog and searched, and the
 crop whose `FIT_TOP` best catalog matches are the most similar on average (the detector's box
-ahead by `DETECTOR_PRIOR`) is the one the query is answered from. A catalog of clean product shots thus
-picks the window holding the product. Chosen on the scene-query benchmark's queries and on 150
+ahead by `DETECTOR_PRIOR`) is the one the query is answered from; that crop is then nudged (`REFINE`:
+shifted and rescaled a little, twice) while a nudge fits better. A catalog of clean product shots
+thus picks the window holding the product. Chosen on the scene-query benchmark's queries and on 150
 held-out catalog items as queries (threshold 0.5 / 0.7 / always, prior 0 to 0.04): P@10 0.18
 with the detector's box, 0.33 guided, while the clean queries moved from 0.790 to 0.787. Comparing
 the crops on the computed views only (no pretrained CNN over every crop) cut a guided query's time
@@ -48,6 +49,13 @@ FIT_TOP = 20
 # shots the detector is unsure of (108 of 300) lose 0.013 (0.824 -> 0.811): -0.004 over all 300.
 FIT_SHARE = 0.2
 GUIDED_SHARE = 0.1
+# The chosen crop is then nudged, step by step: (shift, as a share of its side; rescalings about its
+# centre). Each step tries the 8 shifted boxes and the rescaled ones and keeps the best fit, if
+# better. Scene queries, P@10 (seed 0, 200 queries; research script, the same crops otherwise):
+#   Fashion-MNIST 0.4985 (no nudge), 0.5045 (the first step), 0.5075 (both)
+#   scikit-learn digits 0.650, 0.723, 0.735 (raw pixels of the true box: 0.719)
+# A guided query encodes 20 crops more (57 windows before).
+REFINE = ((1 / 6, (0.83, 1.2)), (1 / 12, (0.9, 1.1)))
 DETECTOR_PRIOR = 0.01  # a window must fit this much better than the detector's own box to win
 CROPS = ("guided", "detector")  # guided: the search above for unsure queries; detector: its box only
 
@@ -88,3 +96,24 @@ def crop_fit(hits_per_crop: Sequence[Sequence[Mapping[str, Any]]], *, top: int =
     return np.array(
         [np.mean([float(h["score"]) for h in hits[:top]]) if hits else -np.inf for hits in hits_per_crop]
     )
+
+
+def nudged_boxes(
+    box: Sequence[int], height: int, width: int, *, shift: float, scales: Sequence[float]
+) -> list[list[int]]:
+    """`box` [x0, y0, x1, y1] moved by `shift` of its side in the 8 directions, then rescaled by
+    each of `scales` about its centre; clipped to the image, boxes under 8 px left out."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    step = max(1, round(max(x1 - x0, y1 - y0) * shift))
+    moved = [[x0 + dx, y0 + dy, x1 + dx, y1 + dy] for dy in (-step, 0, step) for dx in (-step, 0, step)]
+    del moved[4]  # the box itself
+    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    moved += [
+        [round(cx - hw * s), round(cy - hh * s), round(cx + hw * s), round(cy + hh * s)] for s in scales
+    ]
+    out = []
+    for bx0, by0, bx1, by1 in moved:
+        clipped = [max(0, bx0), max(0, by0), min(int(width), bx1), min(int(height), by1)]
+        if clipped[2] - clipped[0] >= 8 and clipped[3] - clipped[1] >= 8:
+            out.append(clipped)
+    return out

@@ -6,11 +6,14 @@ caller searches more candidates than it shows, applies the rules, then keeps the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from simfusion.io.records import field_text
+
+log = logging.getLogger(__name__)
 
 Hit = dict[str, Any]
 CATEGORY_KEY = "category"
@@ -138,3 +141,25 @@ def apply_rules(hits: Sequence[Hit], rules: Rules, *, category: str | None = Non
     if not boosted_any:
         return out  # the hits' own order (the fused score's, or a re-ranking's) stands
     return sorted(out, key=lambda hit: -float(hit["score"]))  # stable: ties keep their ranking
+
+
+def ruled(
+    hits: list[dict[str, Any]], query: Mapping[str, Any], rules: Rules, *, k: int, query_number: int = 0
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One query's hits under the rules, cut to `k`, and the category inferred for it (or None)."""
+    if not rules:
+        return hits[:k], None
+    category, inferred = None, None
+    if rules.same_category:
+        category = record_category(query, rules.category_key)
+        if category in (None, ""):
+            category = inferred = infer_category(hits, key=rules.category_key, top=k)
+    if rules.same_category and category in (None, ""):
+        # nothing to match: better the unfiltered ranking than no results at all
+        log.warning(
+            "query %d has no category and its neighbours none to infer; same_category ignored for it",
+            query_number,
+        )
+        rules = replace(rules, same_category=False)
+    kept = apply_rules(hits, rules, category=category) if rules else hits
+    return kept[:k], inferred

@@ -16,8 +16,8 @@ from simfusion.cli.predict import main
 from simfusion.io.montage import montage_size
 from simfusion.io.store import store_path
 from simfusion.search.build import index_path
-from simfusion.search.catalog import Catalog, SearchOptions, ruled
-from simfusion.search.rules import Rules
+from simfusion.search.catalog import Catalog, SearchOptions
+from simfusion.search.rules import Rules, ruled
 
 
 @pytest.fixture

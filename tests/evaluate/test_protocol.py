@@ -146,3 +146,21 @@ def test_diffused_ranking_leaves_the_query_out_and_ranks_a_dense_group_first(rng
     plain = fused_ranking({"v": vectors}, queries, k=20)
     scores = score_rankings({"plain": plain, "diffused": ranked}, labels, queries, ks=(20,))
     assert scores["diffused"]["mAP@20"] >= scores["plain"]["mAP@20"] - 0.02
+
+
+def test_diffusion_reorders_the_index_own_ranking_when_it_has_the_clusters_term(tmp_path):
+    """evaluate.py --rerank diffusion scores what predict.py --rerank diffusion does: the index's
+    ranking (views and clusters term) re-ranked, not the views alone."""
+    from conftest import synthetic_model
+
+    from simfusion.cli.evaluate import main as evaluate_main
+    from simfusion.evaluate.protocol import CLUSTERED
+
+    synthetic_model(tmp_path / "model", n=120)
+    argv = ["--model_save_path", str(tmp_path / "model"), "--queries", "0", "--baselines", ""]
+    assert evaluate_main([*argv, "--rerank", "diffusion", "--json", str(tmp_path / "eval.json")]) == 0
+    results = json.loads((tmp_path / "eval.json").read_text())["results"]
+    assert CLUSTERED in results, "120 items: the index has the clusters term"
+    diffused = results[f"{CLUSTERED} + diffusion"]
+    assert not any(name.endswith("+ diffusion") and name != f"{CLUSTERED} + diffusion" for name in results)
+    assert diffused["P@10"] >= results[CLUSTERED]["P@10"] - 0.05 and diffused["P@10"] > 0.9

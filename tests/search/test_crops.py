@@ -10,7 +10,7 @@ from conftest import SAMPLE_DATA, sample_records
 
 from simfusion.detect.boxes import box_iou
 from simfusion.io.images import load_image
-from simfusion.search.crops import best_crop, crop_fit, is_unsure, window_boxes
+from simfusion.search.crops import best_crop, crop_fit, is_unsure, nudged_boxes, window_boxes
 
 
 def test_windows_cover_the_image_at_each_scale():
@@ -34,6 +34,17 @@ def test_crop_fit_is_the_mean_of_the_best_hits():
     hits = [[{"score": 0.9}, {"score": 0.7}], [], [{"score": 0.5}] * 8]
     fit = crop_fit(hits, top=5)
     assert fit[0] == pytest.approx(0.8) and fit[1] == -np.inf and fit[2] == pytest.approx(0.5)
+
+
+def test_nudges_shift_and_rescale_the_box_inside_the_image():
+    nudged = nudged_boxes([30, 30, 90, 90], 120, 200, shift=1 / 6, scales=(0.5, 1.5))
+    assert len(nudged) == 10 and [30, 30, 90, 90] not in nudged
+    assert [20, 20, 80, 80] in nudged and [40, 30, 100, 90] in nudged  # 10 px: a sixth of 60
+    assert [45, 45, 75, 75] in nudged and [15, 15, 105, 105] in nudged  # about the centre
+    edge = nudged_boxes([0, 0, 60, 40], 40, 60, shift=1 / 6, scales=(2.0,))
+    assert all(0 <= x0 < x1 <= 60 and 0 <= y0 < y1 <= 40 for x0, y0, x1, y1 in edge)
+    assert [0, 0, 60, 40] in edge  # the doubled box, clipped to the image, not dropped
+    assert nudged_boxes([0, 0, 9, 9], 9, 9, shift=0.5, scales=(0.5,)) == []  # under 8 px: none
 
 
 def test_the_detectors_box_wins_a_near_tie():
@@ -132,9 +143,35 @@ def test_a_narrowed_search_chooses_its_crop_with_its_own_views(catalog_model):
     own, fused = catalog.choose_crop(crops, views=["tiny"]), catalog.choose_crop(crops)
     assert own != fused  # tiny alone fits another window than hog and tiny together
     [narrowed] = catalog.search_images([scene], k=10, views=["tiny"])
-    assert narrowed["query_box"] == boxes[own]
+    tiny_box, _ = catalog.refine_crop(scene, boxes[own], {"tiny": crops["tiny"][own]})
+    assert narrowed["query_box"] == tiny_box
     [default] = catalog.search_images([scene], k=10)
-    assert default["query_box"] == boxes[fused]
+    fused_box, _ = catalog.refine_crop(scene, boxes[fused], {view: crops[view][fused] for view in crops})
+    assert default["query_box"] == fused_box
+
+
+@pytest.mark.slow
+def test_refining_a_crop_never_fits_worse_and_finds_a_product_it_half_missed(catalog_model):
+    """A window holding half the product is nudged onto it; the fit never falls."""
+    from simfusion.pipeline import encode_images
+    from simfusion.search.catalog import Catalog
+
+    model, held = catalog_model
+    catalog = Catalog.open(model, detector="objectness")
+    scene, box = in_a_scene(load_image(os.path.join(SAMPLE_DATA, held["image"])))
+    start = [box[0] - 30, box[1] - 30, box[2] - 30, box[3] - 30]  # a third of the side off, both ways
+
+    def fit(crop):
+        maps, _ = encode_images([scene], model_save_path=model, views=["hog", "tiny"], boxes=[crop])
+        return catalog.crop_fits(maps)[0], maps
+
+    start_fit, maps = fit(start)
+    refined, refined_maps = catalog.refine_crop(scene, start, {view: m[0] for view, m in maps.items()})
+    assert box_iou(refined, box) > box_iou(start, box) + 0.2
+    assert catalog.crop_fits({view: m[None] for view, m in refined_maps.items()})[0] >= start_fit
+    assert fit(refined)[0] == pytest.approx(
+        catalog.crop_fits({v: m[None] for v, m in refined_maps.items()})[0]
+    )
 
 
 def views_and_term(hit) -> tuple[float, float]:
