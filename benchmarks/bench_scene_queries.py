@@ -100,9 +100,20 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
             if is_unsure(result):
                 boxes, crops = catalog_search.crop_maps(image, result, own)
                 row = catalog_search.choose_crop(crops)
-                records[-1]["query_box"], chosen["default"] = catalog_search.refine_crop(
-                    image, boxes[row], {view: crops[view][row] for view in views}
+                box, refined = catalog_search.refine_crop(
+                    image, boxes[row], {view: crops[view][row] for view in own_views}
                 )
+                extra = [view for view in views if view not in refined]  # stored, left out of the index
+                if extra:
+                    got_extra, _ = encode_images(
+                        [image],
+                        model_save_path=catalog_search.path,
+                        views=extra,
+                        pipeline=catalog_search.pipeline,
+                        boxes=[box],
+                    )
+                    refined.update({view: got_extra[view][0] for view in extra})
+                records[-1]["query_box"], chosen["default"] = box, refined
                 for view in own_views:
                     row = catalog_search.choose_crop(crops, views=[view])
                     _, refined = catalog_search.refine_crop(image, boxes[row], {view: crops[view][row]})
