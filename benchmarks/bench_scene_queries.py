@@ -82,7 +82,7 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
     windows are encoded once and scored for every chooser; each chooser then nudges its own pick
     (Catalog.refine_crop) with its own views."""
     from simfusion.pipeline import encode_images
-    from simfusion.search.crops import is_unsure
+    from simfusion.search.crops import NUDGED_FROM, is_unsure
 
     own_views = list(catalog_search.index.views)
     keys = ["detector", "default", *(f"own:{view}" for view in own_views)]
@@ -100,9 +100,9 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
             if is_unsure(result):
                 boxes, crops = catalog_search.crop_maps(image, result, own)
                 row = catalog_search.choose_crop(crops)
-                box, refined = catalog_search.refine_crop(
-                    image, boxes[row], {view: crops[view][row] for view in own_views}
-                )
+                box, refined = boxes[row], {view: crops[view][row] for view in own_views}
+                if row >= NUDGED_FROM:  # as Catalog.guide
+                    box, refined = catalog_search.refine_crop(image, box, refined)
                 extra = [view for view in views if view not in refined]  # stored, left out of the index
                 if extra:
                     got_extra, _ = encode_images(
@@ -116,7 +116,9 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
                 records[-1]["query_box"], chosen["default"] = box, refined
                 for view in own_views:
                     row = catalog_search.choose_crop(crops, views=[view])
-                    _, refined = catalog_search.refine_crop(image, boxes[row], {view: crops[view][row]})
+                    refined = {view: crops[view][row]}
+                    if row >= NUDGED_FROM:
+                        _, refined = catalog_search.refine_crop(image, boxes[row], refined)
                     chosen[f"own:{view}"] = {**own, **refined}  # only its own view is read
             for key in keys:
                 for view in views:

@@ -42,6 +42,7 @@ from simfusion.search.crops import (
     FIT_SHARE,
     FIT_TOP,
     GUIDED_SHARE,
+    NUDGED_FROM,
     REFINE,
     best_crop,
     crop_fit,
@@ -227,9 +228,9 @@ class Catalog:
                 continue
             boxes, crop_maps = self.crop_maps(image, result, {view: maps[view][row] for view in views})
             best = self.choose_crop(crop_maps, views=views, weights=opts.weights)
-            box, best_maps = self.refine_crop(
-                image, boxes[best], {view: crop_maps[view][best] for view in views}, weights=opts.weights
-            )
+            box, best_maps = boxes[best], {view: crop_maps[view][best] for view in views}
+            if best >= NUDGED_FROM:  # a window, not the detector's box or the whole image
+                box, best_maps = self.refine_crop(image, box, best_maps, weights=opts.weights)
             for view in views:
                 maps[view][row] = best_maps[view]
             chosen[row] = records[row]["query_box"] = box

@@ -10,7 +10,14 @@ from conftest import SAMPLE_DATA, sample_records
 
 from simfusion.detect.boxes import box_iou
 from simfusion.io.images import load_image
-from simfusion.search.crops import best_crop, crop_fit, is_unsure, nudged_boxes, window_boxes
+from simfusion.search.crops import (
+    NUDGED_FROM,
+    best_crop,
+    crop_fit,
+    is_unsure,
+    nudged_boxes,
+    window_boxes,
+)
 
 
 def test_windows_cover_the_image_at_each_scale():
@@ -142,12 +149,27 @@ def test_a_narrowed_search_chooses_its_crop_with_its_own_views(catalog_model):
     assert boxes[0] == list(found[0]["box"])
     own, fused = catalog.choose_crop(crops, views=["tiny"]), catalog.choose_crop(crops)
     assert own != fused  # tiny alone fits another window than hog and tiny together
+    assert min(own, fused) >= NUDGED_FROM  # both windows: each is then nudged with its own views
     [narrowed] = catalog.search_images([scene], k=10, views=["tiny"])
     tiny_box, _ = catalog.refine_crop(scene, boxes[own], {"tiny": crops["tiny"][own]})
     assert narrowed["query_box"] == tiny_box
     [default] = catalog.search_images([scene], k=10)
     fused_box, _ = catalog.refine_crop(scene, boxes[fused], {view: crops[view][fused] for view in crops})
     assert default["query_box"] == fused_box
+
+
+@pytest.mark.slow
+def test_the_whole_image_is_answered_from_as_it_is(catalog_model, monkeypatch):
+    """When the whole image fits best (a near-duplicate of a catalog photo), it is not nudged:
+    a nudge would cut part of the photo away."""
+    from simfusion.search.catalog import Catalog
+
+    model, held = catalog_model
+    catalog = Catalog.open(model, detector="objectness")
+    scene, _ = in_a_scene(load_image(os.path.join(SAMPLE_DATA, held["image"])))
+    monkeypatch.setattr(Catalog, "choose_crop", lambda self, crop_maps, **_: 1)  # row 1: the whole image
+    [answer] = catalog.search_images([scene], k=3)
+    assert answer["query_box"] == [0, 0, scene.shape[1], scene.shape[0]]
 
 
 @pytest.mark.slow
