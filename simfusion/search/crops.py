@@ -54,8 +54,9 @@ GUIDED_SHARE = 0.1
 # better. Scene queries, P@10 (seed 0, 200 queries; research script, the same crops otherwise):
 #   Fashion-MNIST 0.4985 (no nudge), 0.5045 (the first step), 0.5075 (both)
 #   scikit-learn digits 0.650, 0.723, 0.735 (raw pixels of the true box: 0.719)
-# Through bench_scene_queries.py: Fashion-MNIST 0.5120, digits 0.7385. A guided query encodes 20
-# crops more (57 windows before); clean shots the detector is unsure of lose 0.007 (0.811 -> 0.804).
+# Through bench_scene_queries.py (windows only, NUDGED_FROM): Fashion-MNIST 0.5065, digits 0.7325.
+# A guided query encodes 20 crops more (57 windows before); clean shots the detector is unsure of
+# lost 0.007 with every crop nudged (0.811 -> 0.804).
 REFINE = ((1 / 6, (0.83, 1.2)), (1 / 12, (0.9, 1.1)))
 # Only a window is nudged (crops from row NUDGED_FROM on): the detector's box (row 0) and the whole
 # image (row 1) are kept as they are. Nudging those too cost the near-duplicate benchmark 0.031 mAP
