@@ -80,9 +80,9 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
     alone would choose (`own:VIEW`, what `predict.py --views VIEW` does); `records`, a record a query
     as Catalog.guide leaves it (`query_box`: the default's crop, for the unsure ones). The candidate
     windows are encoded once and scored for every chooser; each chooser then nudges its own pick
-    (Catalog.refine_crop) with its own views."""
+    (Catalog.pick_crop) with its own views."""
     from simfusion.pipeline import encode_images
-    from simfusion.search.crops import NUDGED_FROM, is_unsure
+    from simfusion.search.crops import is_unsure
 
     own_views = list(catalog_search.index.views)
     keys = ["detector", "default", *(f"own:{view}" for view in own_views)]
@@ -99,26 +99,14 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
             records.append({})
             if is_unsure(result):
                 boxes, crops = catalog_search.crop_maps(image, result, own)
-                row = catalog_search.choose_crop(crops)
-                box, refined = boxes[row], {view: crops[view][row] for view in own_views}
-                if row >= NUDGED_FROM:  # as Catalog.guide
-                    box, refined = catalog_search.refine_crop(image, box, refined)
+                box, refined = catalog_search.pick_crop(image, boxes, crops)  # as Catalog.guide
                 extra = [view for view in views if view not in refined]  # stored, left out of the index
                 if extra:
-                    got_extra, _ = encode_images(
-                        [image],
-                        model_save_path=catalog_search.path,
-                        views=extra,
-                        pipeline=catalog_search.pipeline,
-                        boxes=[box],
-                    )
+                    got_extra = catalog_search.encode_crops(image, [box], views=extra)
                     refined.update({view: got_extra[view][0] for view in extra})
                 records[-1]["query_box"], chosen["default"] = box, refined
                 for view in own_views:
-                    row = catalog_search.choose_crop(crops, views=[view])
-                    refined = {view: crops[view][row]}
-                    if row >= NUDGED_FROM:
-                        _, refined = catalog_search.refine_crop(image, boxes[row], refined)
+                    _, refined = catalog_search.pick_crop(image, boxes, crops, views=[view])
                     chosen[f"own:{view}"] = {**own, **refined}  # only its own view is read
             for key in keys:
                 for view in views:

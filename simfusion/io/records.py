@@ -290,3 +290,8 @@ def field_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)
+
+
+def same_item(record: Mapping[str, Any], held: Mapping[str, Any]) -> bool:
+    """Whether a record to add is the one the catalog holds (every field it gives is held alike)."""
+    return all(held.get(key) == value for key, value in record.items())

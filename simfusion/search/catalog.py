@@ -25,7 +25,7 @@ import numpy as np
 from simfusion.detect.registry import catalog_detector
 from simfusion.io.lock import write_lock
 from simfusion.io.montage import catalog_image_path
-from simfusion.io.records import record_id, record_path, set_error
+from simfusion.io.records import record_id, record_path, same_item, set_error
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.pipeline import Encoded, Pipeline, encode_images, encode_records, load_pipeline
 from simfusion.search.build import (
@@ -53,7 +53,7 @@ from simfusion.search.crops import (
 from simfusion.search.graph import GRAPH_K, REORDERS, RERANK_POOL, NeighbourGraph, diffused
 from simfusion.search.index import CatalogIndex, search
 from simfusion.search.index_files import load_index
-from simfusion.search.rules import Rules, ruled
+from simfusion.search.rules import Rules, ruled, with_fields
 from simfusion.search.vectors import transform
 
 log = logging.getLogger(__name__)
@@ -227,10 +227,7 @@ class Catalog:
             if not is_unsure(result):
                 continue
             boxes, crop_maps = self.crop_maps(image, result, {view: maps[view][row] for view in views})
-            best = self.choose_crop(crop_maps, views=views, weights=opts.weights)
-            box, best_maps = boxes[best], {view: crop_maps[view][best] for view in views}
-            if best >= NUDGED_FROM:  # a window, not the detector's box or the whole image
-                box, best_maps = self.refine_crop(image, box, best_maps, weights=opts.weights)
+            box, best_maps = self.pick_crop(image, boxes, crop_maps, views=views, weights=opts.weights)
             for view in views:
                 maps[view][row] = best_maps[view]
             chosen[row] = records[row]["query_box"] = box
@@ -243,13 +240,7 @@ class Catalog:
         """The candidate crops of one query image: the detector's box (whose maps per view, `own`,
         are already encoded) and then the windows; returns (boxes, each view's maps, a row a crop)."""
         windows = window_boxes(*image.shape[:2])
-        encoded, _ = encode_images(
-            [image] * len(windows),
-            model_save_path=self.path,
-            views=list(own),
-            pipeline=self.pipeline,
-            boxes=windows,
-        )
+        encoded = self.encode_crops(image, windows, views=list(own))
         boxes = [list(found["box"]), *windows]
         return boxes, {view: np.concatenate([own[view][None], encoded[view]]) for view in own}
 
@@ -264,33 +255,58 @@ class Catalog:
         searched with `views` and `weights` as the query itself will be."""
         return best_crop(self.crop_fits(crop_maps, views=views, weights=weights))
 
+    def pick_crop(
+        self,
+        image: np.ndarray,
+        boxes: Sequence[Sequence[int]],
+        crop_maps: Mapping[str, np.ndarray],
+        *,
+        views: Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> tuple[list[int], dict[str, np.ndarray]]:
+        """The (box, maps per view) a guided query is answered from: the best fit of `boxes` (rows of
+        `crop_maps`, the detector's box first), then, if it is a window, nudged (`refine_crop`)."""
+        views = list(views or self.index.views)
+        fits = self.crop_fits(crop_maps, views=views, weights=weights)
+        best = best_crop(fits)
+        box, maps = list(boxes[best]), {view: crop_maps[view][best] for view in views}
+        if best >= NUDGED_FROM:  # a window; the detector's box and the whole image are kept as they are
+            box, maps = self.refine_crop(image, box, maps, fit=fits[best], weights=weights)
+        return box, maps
+
     def refine_crop(
         self,
         image: np.ndarray,
         box: Sequence[int],
         maps: Mapping[str, np.ndarray],
         *,
+        fit: float | None = None,
         weights: Mapping[str, float] | None = None,
     ) -> tuple[list[int], dict[str, np.ndarray]]:
-        """The chosen crop `box` (its maps per view: `maps`, which name the views searched) nudged,
-        step by step (crops.REFINE), to whichever shifted or rescaled box fits the catalog better."""
+        """The chosen crop `box` (its maps per view: `maps`, which name the views searched; its `fit`,
+        found here if not given) nudged, step by step (crops.REFINE), to whichever shifted or
+        rescaled box fits the catalog better."""
         views = list(maps)
         box, maps = list(box), dict(maps)
-        fit = self.crop_fits({view: maps[view][None] for view in views}, views=views, weights=weights)[0]
+        if fit is None:
+            fit = self.crop_fits({view: maps[view][None] for view in views}, views=views, weights=weights)[0]
         for shift, scales in REFINE:
             boxes = nudged_boxes(box, *image.shape[:2], shift=shift, scales=scales)
-            encoded, _ = encode_images(
-                [image] * len(boxes),
-                model_save_path=self.path,
-                views=views,
-                pipeline=self.pipeline,
-                boxes=boxes,
-            )
+            encoded = self.encode_crops(image, boxes, views=views)
             fits = self.crop_fits(encoded, views=views, weights=weights)
             best = int(np.argmax(fits))
             if fits[best] > fit:
                 box, fit, maps = boxes[best], fits[best], {view: encoded[view][best] for view in views}
         return box, maps
+
+    def encode_crops(
+        self, image: np.ndarray, boxes: Sequence[Sequence[int]], *, views: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """Each view's maps of `boxes` of one image, a row a box, encoded like the catalog."""
+        crops, path = [image] * len(boxes), self.path
+        return encode_images(
+            crops, model_save_path=path, views=list(views), pipeline=self.pipeline, boxes=boxes
+        )[0]
 
     def crop_fits(
         self,
@@ -480,21 +496,3 @@ class Catalog:
         its record and the pipeline's layout; None when the catalog has no such item or picture."""
         record = self.record(key)
         return None if record is None else catalog_image_path(record, self.path)
-
-
-def same_item(record: Mapping[str, Any], held: Mapping[str, Any]) -> bool:
-    """Whether a record to add is the one the catalog holds (every field it gives is held alike)."""
-    return all(held.get(key) == value for key, value in record.items())
-
-
-def with_fields(
-    hits: Sequence[dict[str, Any]], records: Mapping[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Hits with their catalog record's fields after {id, score, scores} (those keys win)."""
-    out = []
-    for hit in hits:
-        full = dict(hit)
-        for key, value in records.get(hit["id"], {}).items():
-            full.setdefault(key, value)
-        out.append(full)
-    return out

@@ -143,6 +143,19 @@ def apply_rules(hits: Sequence[Hit], rules: Rules, *, category: str | None = Non
     return sorted(out, key=lambda hit: -float(hit["score"]))  # stable: ties keep their ranking
 
 
+def with_fields(
+    hits: Sequence[dict[str, Any]], records: Mapping[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Hits with their catalog record's fields after {id, score, scores} (those keys win)."""
+    out = []
+    for hit in hits:
+        full = dict(hit)
+        for key, value in records.get(hit["id"], {}).items():
+            full.setdefault(key, value)
+        out.append(full)
+    return out
+
+
 def ruled(
     hits: list[dict[str, Any]], query: Mapping[str, Any], rules: Rules, *, k: int, query_number: int = 0
 ) -> tuple[list[dict[str, Any]], str | None]:
