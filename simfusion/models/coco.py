@@ -17,16 +17,14 @@ pretrained feature maps.
 
 from __future__ import annotations
 
-import collections
 import functools
-import hashlib
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from simfusion.models.cache import model_path
+from simfusion.models.recent import RecentPasses
 from simfusion.models.tfjs import load_graph_model
 
 COCO_LABELS = (
@@ -247,18 +245,9 @@ def backbone_maps(
     pays the pass, about 8% more than its own layer alone."""
     images = _rgb_images(images, "backbone_maps")
     layers = SHARED_LAYERS if layer in SHARED_LAYERS else (layer,)
-    digest = hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16)
-    key = (digest.hexdigest(), images.shape, size, layers)
-    with _recent_lock:
-        found = _recent.get(key)
-        if found is not None:
-            _recent.move_to_end(key)
-    if found is None:
-        found = _backbone_pass(images, layers, size=size, batch_size=batch_size)
-        with _recent_lock:
-            _recent[key] = found
-            while len(_recent) > RECENT_BATCHES:
-                _recent.popitem(last=False)
+    found = _recent.get(
+        images, (size, layers), lambda: _backbone_pass(images, layers, size=size, batch_size=batch_size)
+    )
     return found[layer]
 
 
@@ -266,8 +255,7 @@ def backbone_maps(
 # earlier, so computing both at once costs about one view (a 40-crop batch: 50 + 54 ms apart).
 SHARED_LAYERS = ("expanded_conv_5", "expanded_conv_8", "expanded_conv_11")
 RECENT_BATCHES = 2
-_recent: collections.OrderedDict = collections.OrderedDict()
-_recent_lock = threading.Lock()
+_recent = RecentPasses(keep=RECENT_BATCHES)
 
 
 def _backbone_pass(images: np.ndarray, layers: tuple[str, ...], *, size: int, batch_size: int):
@@ -279,9 +267,7 @@ def _backbone_pass(images: np.ndarray, layers: tuple[str, ...], *, size: int, ba
         batch = resized_batch(list(images[start : start + batch_size]), size)
         for layer, maps in zip(layers, run(tf.constant(batch)), strict=True):
             parts[layer].append(maps.numpy())
-    out = {}
-    for layer, chunks in parts.items():
-        maps = np.concatenate(chunks) if chunks else np.zeros((0, 0, 0, 0), np.float32)
-        maps.flags.writeable = False  # shared by every caller of the same batch
-        out[layer] = maps
-    return out
+    return {
+        layer: np.concatenate(chunks) if chunks else np.zeros((0, 0, 0, 0), np.float32)
+        for layer, chunks in parts.items()
+    }

@@ -198,17 +198,36 @@ def set_input_shape(graph_def, name: str, shape: Sequence[int | None]) -> None:
     raise ValueError(f"the graph has no placeholder {name!r}")
 
 
+def start_graph_at(graph_def, name: str, shape: Sequence[int | None]) -> None:
+    """Make node `name` a float32 placeholder of `shape` (in place): what fed it is no longer run."""
+    import tensorflow as tf
+
+    for node in graph_def.node:
+        if node.name == name:
+            node.op = "Placeholder"
+            del node.input[:]
+            node.attr.clear()
+            node.attr["dtype"].type = tf.float32.as_datatype_enum
+            set_input_shape(graph_def, name, shape)
+            return
+    raise ValueError(f"the graph has no node {name!r}")
+
+
 def load_graph_model(
     path: str,
     *,
     inputs: Sequence[str] | None = None,
     outputs: Sequence[str] | None = None,
     input_shapes: Mapping[str, Sequence[int | None]] | None = None,
+    start_at: Mapping[str, Sequence[int | None]] | None = None,
 ):
     """A tfjs graph model (`model.json` and its shards) as a TensorFlow concrete function.
 
     `inputs` and `outputs` are node or tensor names (``"name"`` means ``"name:0"``); by default
     the model's signature. `input_shapes` changes placeholders' shapes (a free batch size).
+    `start_at` starts the graph at inner nodes: each becomes a float32 placeholder of the shape
+    given, its own inputs dropped (a graph whose first ops fix the batch size and resize, as
+    MoveNet's do); name them in `inputs`.
     The function takes the inputs positionally and returns a list of the outputs."""
     import tensorflow as tf
 
@@ -222,6 +241,9 @@ def load_graph_model(
         raise ValueError(f"{path} has no signature: name the inputs and outputs")
     # only what the outputs need: a head sized for another input (NanoDet's FPN resizes to fixed
     # sizes) would otherwise fail to import under a new input shape
+    keep_subgraph(graph_def, [n.split(":")[0] for n in outputs])
+    for name, shape in (start_at or {}).items():
+        start_graph_at(graph_def, name.split(":")[0], shape)
     keep_subgraph(graph_def, [n.split(":")[0] for n in outputs])
     for name, shape in (input_shapes or {}).items():
         set_input_shape(graph_def, name.split(":")[0], shape)

@@ -25,6 +25,7 @@ import numpy as np
 
 from simfusion.views.hog import hog_features
 from simfusion.views.mobilenet import mobilenet_deep_features, mobilenet_features, mobilenet_late_features
+from simfusion.views.movenet import movenet_features, movenet_late_features
 from simfusion.views.nanodet import nanodet_features
 from simfusion.views.saliency import VIEW_NAMES as SALIENCY_VIEWS
 from simfusion.views.tiny import tiny_features
@@ -82,6 +83,8 @@ VIEWS: dict[str, View] = {
         View("mobilenet_coco_deep", COMPUTED, THUMBNAIL, compute=mobilenet_deep_features),
         View("mobilenet_coco_late", COMPUTED, THUMBNAIL, compute=mobilenet_late_features),
         View("nanodet_coco", COMPUTED, THUMBNAIL, compute=nanodet_features),
+        View("movenet_pose", COMPUTED, THUMBNAIL, compute=movenet_features),
+        View("movenet_pose_late", COMPUTED, THUMBNAIL, compute=movenet_late_features),
     )
 }
 
@@ -109,6 +112,8 @@ CACHED_MODELS = {
     "mobilenet_coco_deep": "centernet",
     "mobilenet_coco_late": "centernet",
     "nanodet_coco": "nanodet",
+    "movenet_pose": "movenet-thunder",
+    "movenet_pose_late": "movenet-thunder",
 }
 
 

@@ -116,3 +116,30 @@ def test_keep_subgraph_keeps_what_an_output_needs():
     assert {"x", "y", "z"} <= names and "head" not in names
     with pytest.raises(ValueError, match="no node 'w'"):
         keep_subgraph(graph_def, ["w"])
+
+
+def test_a_graph_started_at_an_inner_node_runs_from_there():
+    import tensorflow as tf
+
+    from simfusion.models.tfjs import keep_subgraph, start_graph_at
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.int32, (1, 4), name="x")  # a fixed batch, an int input
+        a = tf.identity(tf.cast(x, tf.float32) / 2.0, name="a")
+        tf.identity(a + 1.0, name="b")
+    graph_def = graph.as_graph_def()
+    start_graph_at(graph_def, "a", (None, 4))
+    keep_subgraph(graph_def, ["b"])
+    assert "x" not in {node.name for node in graph_def.node}
+
+    def imported():
+        tf.graph_util.import_graph_def(graph_def, name="")
+
+    wrapped = tf.compat.v1.wrap_function(imported, [])
+    graph = wrapped.graph
+    run = wrapped.prune(feeds=[graph.as_graph_element("a:0")], fetches=[graph.as_graph_element("b:0")])
+    (out,) = run(tf.constant(np.arange(12, dtype=np.float32).reshape(3, 4)))
+    assert out.numpy().tolist() == (np.arange(12).reshape(3, 4) + 1.0).tolist()
+    with pytest.raises(ValueError, match="no node 'c'"):
+        start_graph_at(graph_def, "c", (None,))
