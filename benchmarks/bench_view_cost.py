@@ -42,7 +42,16 @@ def encoders(size: int) -> dict:
         input_shape=(size, size, 3), block="block5", grid=2
     )
     # the COCO backbones need `make models`
-    computed = ("hog", "tiny", "mobilenet_coco", "mobilenet_coco_deep", "mobilenet_coco_late", "nanodet_coco")
+    computed = (
+        "hog",
+        "tiny",
+        "mobilenet_coco",
+        "mobilenet_coco_deep",
+        "mobilenet_coco_late",
+        "nanodet_coco",
+        "movenet_pose",
+        "movenet_pose_late",
+    )
     for name in computed:
         out[name] = ComputedEncoder(VIEWS[name].compute, model_name=name)
     out["student"] = StudentEncoder(build_student((STUDENT_SIZE, STUDENT_SIZE, 3), 50))
@@ -55,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--no_write", action="store_true")
     args = parser.parse_args(argv)
-    from simfusion.models import coco
+    from simfusion.models import coco, pose
 
     load = load_average()
     images = SyntheticImages(args.n, 128).load(np.arange(args.n))
@@ -64,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         encoder(images[:8])  # warm-up: model build, tracing
         best = float("inf")
         for _ in range(args.passes):
-            coco._recent.clear()  # the MobileNet views share their pass: time each one paying for it
+            coco._recent.clear()  # the MobileNet (and MoveNet) views share their pass: time each one
+            pose._recent.clear()  # paying for it
             start = time.perf_counter()
             for i in range(0, len(images), 64):
                 encoder(images[i : i + 64])
@@ -76,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             "## view cost",
             "",
             f"Encoding {args.n} synthetic 128x128 RGB thumbnails per view, batches of 64, best of "
-            f"{args.passes} passes after a warm-up; each MobileNet view pays for the whole pass (in the "
-            f"product the three MobileNet views of a batch share one). Machine: {machine()}; load "
+            f"{args.passes} passes after a warm-up; each MobileNet or MoveNet view pays for the whole pass "
+            f"(in the product the three MobileNet views of a batch share one, and so do the two MoveNet "
+            f"views). Machine: {machine()}; load "
             f"average at the start {load} (shared cores: rough). Date: {today()}.",
             "",
             "| view | images/s | ms/image |",
