@@ -30,7 +30,7 @@ def encoders(size: int) -> dict:
     from simfusion.learn.autoencoder import build_autoencoder
     from simfusion.learn.encoders import AutoencoderEncoder, ComputedEncoder, PretrainedEncoder
     from simfusion.learn.students import STUDENT_SIZE, StudentEncoder, build_student
-    from simfusion.views.registry import VIEWS
+    from simfusion.views.registry import COMPUTED, VIEWS
 
     out = {"thumbnail (autoencoder)": AutoencoderEncoder(build_autoencoder((size, size, 3), latent=16))}
     for name in ("hed_vgg16", "hed_vgg16_block4"):
@@ -41,19 +41,10 @@ def encoders(size: int) -> dict:
     out["hed_vgg16 before (block5 at 128 px, 2x2 avg+max)"] = PretrainedEncoder(
         input_shape=(size, size, 3), block="block5", grid=2
     )
-    # the COCO backbones need `make models`
-    computed = (
-        "hog",
-        "tiny",
-        "mobilenet_coco",
-        "mobilenet_coco_deep",
-        "mobilenet_coco_late",
-        "nanodet_coco",
-        "movenet_pose",
-        "movenet_pose_late",
-    )
-    for name in computed:
-        out[name] = ComputedEncoder(VIEWS[name].compute, model_name=name)
+    # every computed view (the COCO and MoveNet backbones need `make models`)
+    for name, view in VIEWS.items():
+        if view.kind == COMPUTED:
+            out[name] = ComputedEncoder(view.compute, model_name=name)
     out["student"] = StudentEncoder(build_student((STUDENT_SIZE, STUDENT_SIZE, 3), 50))
     return out
 
