@@ -76,7 +76,7 @@ def synthetic_model(folder, **store_options):
 
 @pytest.fixture(scope="session")
 def coco_models() -> str:
-    """The model cache with the COCO detectors, fetched as CI's set-up does; skips where it cannot."""
+    """The model cache (COCO detectors, MoveNet), fetched as CI's set-up does; skips where it cannot."""
     from simfusion.models.cache import FetchError, fetch_models
 
     try:

@@ -24,6 +24,7 @@ MODEL = "movenet-thunder"
 INPUT = "StatefulPartitionedCall/sub_1"
 BLOCK = "StatefulPartitionedCall/center_net_mobile_net_v2fpn_feature_extractor/model_1/model/{layer}/add"
 LAYERS = ("block_9_add", "block_12_add")
+CHANNELS = {"block_9_add": 112, "block_12_add": 168}
 RECENT_BATCHES = 2
 _recent = RecentPasses(keep=RECENT_BATCHES)
 
@@ -42,7 +43,7 @@ def pose_maps(
     images: np.ndarray, *, layer: str = LAYERS[0], size: int = 128, batch_size: int = 32
 ) -> np.ndarray:
     """MoveNet's MobileNetV2 block `layer` on uint8 RGB images (N, H, W, 3), each resized to
-    `size` x `size`: float32 (N, size / 16, size / 16, c), read-only."""
+    `size` x `size`: float32 (N, ceil(size / 16), ceil(size / 16), CHANNELS[layer]), read-only."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"pose_maps takes uint8 RGB images (N, H, W, 3), not {images.dtype} {images.shape}")
@@ -61,8 +62,8 @@ def _pose_pass(images: np.ndarray, *, size: int, batch_size: int) -> dict[str, n
         batch = resized_batch(list(images[start : start + batch_size]), size) / 127.5 - 1.0
         for layer, maps in zip(LAYERS, run(tf.constant(batch, tf.float32)), strict=True):
             parts[layer].append(maps.numpy())
-    side = size // 16
+    side = -(-size // 16)
     return {
-        layer: np.concatenate(chunks) if chunks else np.zeros((0, side, side, 0), np.float32)
+        layer: np.concatenate(chunks) if chunks else np.zeros((0, side, side, CHANNELS[layer]), np.float32)
         for layer, chunks in parts.items()
     }

@@ -31,17 +31,18 @@ class RecentPasses:
     ) -> dict[str, np.ndarray]:
         """The pass of `images` under `settings`: a recent one, else `compute()` (kept, read-only)."""
         digest = hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16)
-        key = (digest.hexdigest(), images.shape, settings)
+        key = (digest.hexdigest(), images.dtype.str, images.shape, settings)
         with self._lock:
             found = self._maps.get(key)
             if found is not None:
                 self._maps.move_to_end(key)
                 return found
-        found = compute()
+        found = compute()  # two threads missing at once both compute it; the first one kept wins
         for maps in found.values():
             maps.flags.writeable = False  # shared by every caller of the same batch
         with self._lock:
-            self._maps[key] = found
+            found = self._maps.setdefault(key, found)
+            self._maps.move_to_end(key)
             while len(self._maps) > self.keep:
                 self._maps.popitem(last=False)
         return found

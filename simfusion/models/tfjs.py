@@ -204,6 +204,8 @@ def start_graph_at(graph_def, name: str, shape: Sequence[int | None]) -> None:
 
     for node in graph_def.node:
         if node.name == name:
+            if "T" in node.attr and node.attr["T"].type != tf.float32.as_datatype_enum:
+                raise ValueError(f"node {name!r} is not float32: a graph starts only at a float32 node")
             node.op = "Placeholder"
             del node.input[:]
             node.attr.clear()
@@ -227,7 +229,7 @@ def load_graph_model(
     the model's signature. `input_shapes` changes placeholders' shapes (a free batch size).
     `start_at` starts the graph at inner nodes: each becomes a float32 placeholder of the shape
     given, its own inputs dropped (a graph whose first ops fix the batch size and resize, as
-    MoveNet's do); name them in `inputs`.
+    MoveNet's do); they are then the inputs unless `inputs` says otherwise.
     The function takes the inputs positionally and returns a list of the outputs."""
     import tensorflow as tf
 
@@ -235,7 +237,7 @@ def load_graph_model(
         model_json = json.load(stream)
     graph_def = graph_def_from_json(model_json, read_weights(model_json, os.path.dirname(path)))
     signature = model_json.get("signature") or {}
-    inputs = list(inputs or [spec["name"] for spec in signature.get("inputs", {}).values()])
+    inputs = list(inputs or start_at or [spec["name"] for spec in signature.get("inputs", {}).values()])
     outputs = list(outputs or [spec["name"] for spec in signature.get("outputs", {}).values()])
     if not inputs or not outputs:
         raise ValueError(f"{path} has no signature: name the inputs and outputs")

@@ -24,3 +24,22 @@ def test_a_batch_seen_recently_is_not_computed_again_and_only_the_last_few_are_k
     assert len(calls) == 5
     recent.clear()
     assert len(recent) == 0
+
+
+def test_a_hit_keeps_a_batch_longer_than_one_not_asked_for_again():
+    recent = RecentPasses(keep=2)
+    computed = []
+
+    def get(value):
+        images = np.full((1, 2), value, np.uint8)
+        return recent.get(images, None, lambda: computed.append(value) or {"maps": np.zeros(1)})
+
+    get(1), get(2), get(1)  # 1 asked for again: 2 is now the oldest
+    get(3)
+    get(1)
+    assert computed == [1, 2, 3]
+    get(2)
+    assert computed == [1, 2, 3, 2]
+    # the same bytes as another dtype are another batch
+    recent.get(np.full((1, 2), 1, np.int8), None, lambda: computed.append("int8") or {"maps": np.zeros(1)})
+    assert computed[-1] == "int8"

@@ -8,7 +8,6 @@ from simfusion.views.mobilenet import (
     mobilenet_features,
     mobilenet_late_features,
 )
-from simfusion.views.movenet import movenet_features, movenet_late_features
 from simfusion.views.nanodet import nanodet_features
 from simfusion.views.registry import CACHED_MODELS, DEFAULT_VIEWS, default_views
 
@@ -54,25 +53,6 @@ def test_nanodet_view_is_deterministic_and_finds_the_same_photo(coco_models):
     assert unit[0] @ unit[1] > unit[0] @ unit[2] + 0.05
     with pytest.raises(ValueError, match="uint8"):
         nanodet_features(features[:, :10])
-
-
-@pytest.mark.slow
-def test_movenet_views_are_deterministic_and_find_the_same_photo(coco_models):
-    from skimage import data
-
-    from simfusion.models import pose
-
-    cat, coffee = data.chelsea()[:280, :380], data.coffee()[:280, :380]
-    shifted = data.chelsea()[8:288, 10:390]  # the same photo, moved a little
-    batch = np.stack([cat, shifted, coffee])
-    pose._recent.clear()
-    for view, width in ((movenet_features, 112), (movenet_late_features, 168)):
-        features = view(batch)
-        assert features.shape == (3, 4 * 4 * width) and features.dtype == np.float32
-        np.testing.assert_allclose(view(cat[None])[0], features[0], rtol=1e-4, atol=1e-4)
-        unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-        assert unit[0] @ unit[1] > unit[0] @ unit[2] + 0.05
-    assert len(pose._recent) == 2  # the batch's pass, shared by both views, and the lone cat's
 
 
 def test_default_views_leave_mobilenet_out_only_without_its_model(tmp_path, monkeypatch, caplog):
