@@ -8,7 +8,7 @@ of the others (BENCHMARKS.md, fusion_heldout: the default ranking +0.006 P@10 on
 catalog, +0.0015 P@10 and +0.005 mAP@100 on digits; near_duplicates: block 9 is the best single
 view). The thumbnail is resized to 128 px; `movenet_pose` is block 9 (8x8x112, stride 16) and
 `movenet_pose_late` block 12 (8x8x168), each pooled to 4x4 cells through a signed square root:
-1,792 and 2,688 values. One pass gives both.
+1,792 and 2,688 values. One pass gives both. Not default views (views/registry.py says why).
 """
 
 from __future__ import annotations

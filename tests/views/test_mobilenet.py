@@ -62,7 +62,6 @@ def test_default_views_leave_mobilenet_out_only_without_its_model(tmp_path, monk
     assert views == tuple(v for v in DEFAULT_VIEWS if v not in CACHED_MODELS)
     assert views == ("hed_vgg16", "hog", "tiny")
     assert "mobilenet_coco left out" in caplog.text and "nanodet_coco left out" in caplog.text
-    assert "movenet_pose_late left out" in caplog.text
     assert "make models" in caplog.text
 
 
