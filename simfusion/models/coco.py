@@ -25,7 +25,7 @@ import numpy as np
 
 from simfusion.models.cache import model_path
 from simfusion.models.recent import RecentPasses
-from simfusion.models.tfjs import load_graph_model
+from simfusion.models.tfjs import load_graph_model, run_in_batches
 
 COCO_LABELS = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -80,7 +80,7 @@ def _nanodet():
     return load_graph_model(model_path("nanodet"))
 
 
-def _rgb_images(images: np.ndarray, caller: str) -> np.ndarray:
+def rgb_images(images: np.ndarray, caller: str) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"{caller} takes uint8 RGB images (N, H, W, 3), not {images.dtype} {images.shape}")
@@ -101,17 +101,18 @@ def nanodet_backbone_maps(images: np.ndarray, *, size: int = 128, batch_size: in
     """NanoDet-m's ShuffleNetV2 stage 3 (COCO-trained) on uint8 RGB images (N, H, W, 3), each
     resized to `size` x `size` and normalised as NanoDet takes them (BGR, its means and deviations):
     float32 (N, size / 16, size / 16, 256), channels last."""
-    import tensorflow as tf
 
-    images = _rgb_images(images, "nanodet_backbone_maps")
-    run = _nanodet_backbone(size)
-    parts = []
-    for start in range(0, len(images), batch_size):
-        bgr = resized_batch(list(images[start : start + batch_size]), size)[..., ::-1]
-        normalised = ((bgr - NANODET_MEAN) / NANODET_STD).transpose(0, 3, 1, 2).astype(np.float32)
-        parts.append(run(tf.constant(normalised))[0].numpy().transpose(0, 2, 3, 1))
+    images = rgb_images(images, "nanodet_backbone_maps")
     side = size // 16
-    return np.concatenate(parts) if parts else np.zeros((0, side, side, 256), np.float32)
+
+    def prepare(batch: np.ndarray) -> np.ndarray:
+        bgr = resized_batch(list(batch), size)[..., ::-1]
+        return ((bgr - NANODET_MEAN) / NANODET_STD).transpose(0, 3, 1, 2)
+
+    (maps,) = run_in_batches(
+        _nanodet_backbone(size), images, prepare, batch_size=batch_size, empty=[(0, 256, side, side)]
+    )
+    return maps.transpose(0, 2, 3, 1)
 
 
 @functools.cache
@@ -243,7 +244,7 @@ def backbone_maps(
     batch, encoded one after the other (a query's views, encode_views), cost one pass. Where one
     view is encoded over many batches before the other (train.py's catalog encoding), each view
     pays the pass, about 8% more than its own layer alone."""
-    images = _rgb_images(images, "backbone_maps")
+    images = rgb_images(images, "backbone_maps")
     layers = SHARED_LAYERS if layer in SHARED_LAYERS else (layer,)
     found = _recent.get(
         images, (size, layers), lambda: _backbone_pass(images, layers, size=size, batch_size=batch_size)
@@ -259,15 +260,11 @@ _recent = RecentPasses(keep=RECENT_BATCHES)
 
 
 def _backbone_pass(images: np.ndarray, layers: tuple[str, ...], *, size: int, batch_size: int):
-    import tensorflow as tf
-
-    run = _backbone(layers)
-    parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
-    for start in range(0, len(images), batch_size):
-        batch = resized_batch(list(images[start : start + batch_size]), size)
-        for layer, maps in zip(layers, run(tf.constant(batch)), strict=True):
-            parts[layer].append(maps.numpy())
-    return {
-        layer: np.concatenate(chunks) if chunks else np.zeros((0, 0, 0, 0), np.float32)
-        for layer, chunks in parts.items()
-    }
+    maps = run_in_batches(
+        _backbone(layers),
+        images,
+        lambda batch: resized_batch(list(batch), size),
+        batch_size=batch_size,
+        empty=[(0, 0, 0, 0)] * len(layers),
+    )
+    return dict(zip(layers, maps, strict=True))

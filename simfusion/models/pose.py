@@ -16,9 +16,9 @@ import functools
 import numpy as np
 
 from simfusion.models.cache import model_path
-from simfusion.models.coco import resized_batch
+from simfusion.models.coco import resized_batch, rgb_images
 from simfusion.models.recent import RecentPasses
-from simfusion.models.tfjs import load_graph_model
+from simfusion.models.tfjs import load_graph_model, run_in_batches
 
 MODEL = "movenet-thunder"
 INPUT = "StatefulPartitionedCall/sub_1"
@@ -44,9 +44,7 @@ def pose_maps(
 ) -> np.ndarray:
     """MoveNet's MobileNetV2 block `layer` on uint8 RGB images (N, H, W, 3), each resized to
     `size` x `size`: float32 (N, ceil(size / 16), ceil(size / 16), CHANNELS[layer]), read-only."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"pose_maps takes uint8 RGB images (N, H, W, 3), not {images.dtype} {images.shape}")
+    images = rgb_images(images, "pose_maps")
     if layer not in LAYERS:
         raise ValueError(f"unknown pose backbone layer {layer!r}: use one of {', '.join(LAYERS)}")
     found = _recent.get(images, size, lambda: _pose_pass(images, size=size, batch_size=batch_size))
@@ -54,16 +52,12 @@ def pose_maps(
 
 
 def _pose_pass(images: np.ndarray, *, size: int, batch_size: int) -> dict[str, np.ndarray]:
-    import tensorflow as tf
-
-    run = _backbone()
-    parts: dict[str, list[np.ndarray]] = {layer: [] for layer in LAYERS}
-    for start in range(0, len(images), batch_size):
-        batch = resized_batch(list(images[start : start + batch_size]), size) / 127.5 - 1.0
-        for layer, maps in zip(LAYERS, run(tf.constant(batch, tf.float32)), strict=True):
-            parts[layer].append(maps.numpy())
     side = -(-size // 16)
-    return {
-        layer: np.concatenate(chunks) if chunks else np.zeros((0, side, side, CHANNELS[layer]), np.float32)
-        for layer, chunks in parts.items()
-    }
+    maps = run_in_batches(
+        _backbone(),
+        images,
+        lambda batch: resized_batch(list(batch), size) / 127.5 - 1.0,
+        batch_size=batch_size,
+        empty=[(0, side, side, CHANNELS[layer]) for layer in LAYERS],
+    )
+    return dict(zip(LAYERS, maps, strict=True))

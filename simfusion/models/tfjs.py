@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -244,9 +244,10 @@ def load_graph_model(
     # only what the outputs need: a head sized for another input (NanoDet's FPN resizes to fixed
     # sizes) would otherwise fail to import under a new input shape
     keep_subgraph(graph_def, [n.split(":")[0] for n in outputs])
-    for name, shape in (start_at or {}).items():
-        start_graph_at(graph_def, name.split(":")[0], shape)
-    keep_subgraph(graph_def, [n.split(":")[0] for n in outputs])
+    if start_at:
+        for name, shape in start_at.items():
+            start_graph_at(graph_def, name.split(":")[0], shape)
+        keep_subgraph(graph_def, [n.split(":")[0] for n in outputs])  # what fed them is gone
     for name, shape in (input_shapes or {}).items():
         set_input_shape(graph_def, name.split(":")[0], shape)
 
@@ -259,6 +260,30 @@ def load_graph_model(
         feeds=[graph.as_graph_element(_tensor_name(n)) for n in inputs],
         fetches=[graph.as_graph_element(_tensor_name(n)) for n in outputs],
     )
+
+
+def run_in_batches(
+    run,
+    images: np.ndarray,
+    prepare: Callable[[np.ndarray], np.ndarray],
+    *,
+    batch_size: int,
+    empty: Sequence[tuple[int, ...]],
+) -> list[np.ndarray]:
+    """A loaded graph `run` over `images` in batches of `batch_size`, each batch `prepare`d into its
+    float32 input first: each output, the batches' parts concatenated (zeros of `empty`'s shapes for
+    no images)."""
+    import tensorflow as tf
+
+    parts: list[list[np.ndarray]] = [[] for _ in empty]
+    for start in range(0, len(images), batch_size):
+        outputs = run(tf.constant(prepare(images[start : start + batch_size]), tf.float32))
+        for chunks, output in zip(parts, outputs, strict=True):
+            chunks.append(output.numpy())
+    return [
+        np.concatenate(chunks) if chunks else np.zeros(shape, np.float32)
+        for chunks, shape in zip(parts, empty, strict=True)
+    ]
 
 
 def _tensor_name(name: str) -> str:
