@@ -2,9 +2,10 @@
 # Train on a catalog once: detection -> thumbnails -> saliency/edge views -> training -> catalog index.
 #   ./run-training.sh [RECORDS.jsonl] [OUT_DIR]
 # Settings come from the environment: DETECTOR (objectness), DETECTION_IMAGES (set: draw the boxes),
-# IM_HEIGHT, IM_WIDTH, IM_CHANNEL (128, 128, 3), EDGES (hed; canny is fast), VIEWS (train.py's default:
-# hed_vgg16,hog,tiny,mobilenet_coco,mobilenet_coco_deep; the saliency stage runs when VIEWS names saliency, edges
-# or foreground), EPOCHS (5),
+# IM_HEIGHT, IM_WIDTH, IM_CHANNEL (128, 128, 3), EDGES (hed; canny is fast), VIEWS (train.py --help has the
+# defaults; the saliency stage runs when VIEWS names saliency, edges or foreground), PROFILE (auto: where
+# TensorFlow sees a GPU the defaults also train the thumbnail autoencoder and the student, by TIME_BUDGET
+# seconds each; cpu trains nothing), EPOCHS and TIME_BUDGET (train.py's --epochs and --time_budget),
 # OBJECTIVE, FUSION_ARGS (extra fusion.py flags). Every stage's records are kept in OUT_DIR, so a failed record can be traced.
 set -euo pipefail
 records=${1:-local_test_data/catalog.jsonl}
@@ -35,7 +36,8 @@ fi
 
 echo "== training" >&2
 "$py" "$here/train.py" --base_image_path_for_model "$out/views" --model_save_path "$out/model" "${size[@]}" \
-    --epochs "${EPOCHS:-5}" ${VIEWS:+--views "$VIEWS"} ${OBJECTIVE:+--objective "$OBJECTIVE"} \
+    ${EPOCHS:+--epochs "$EPOCHS"} ${TIME_BUDGET:+--time_budget "$TIME_BUDGET"} ${PROFILE:+--profile "$PROFILE"} \
+    ${VIEWS:+--views "$VIEWS"} ${OBJECTIVE:+--objective "$OBJECTIVE"} \
     < "$out/views.jsonl" > "$out/trained.jsonl"
 
 echo "== index" >&2

@@ -8,6 +8,7 @@ import sys
 from simfusion.cli.common import add_distributor_arguments, configure_logging, positive_int
 from simfusion.io.records import mark_duplicates, parse_records, write_record
 from simfusion.learn.data import TooFewImagesError
+from simfusion.learn.device import GPU_EPOCHS, GPU_TIME_BUDGET, GPU_VIEWS, PROFILES, gpu_names, plan_training
 from simfusion.learn.options import OBJECTIVES, TrainOptions
 from simfusion.learn.training import STAGE, train_catalog
 from simfusion.views.registry import DEFAULT_VIEWS, HED_BLOCKS, VIEWS, check_view_name, default_views
@@ -49,7 +50,21 @@ def build_parser():
         f"over <base>/<name>/ images); default {','.join(DEFAULT_VIEWS)} (the mobilenet_coco views left out, "
         "with a warning, where the COCO model cache is not fetched)",
     )
-    parser.add_argument("--epochs", type=positive_int, default=TrainOptions.epochs)
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        help=f"epochs per trained view (default {TrainOptions.epochs}; the gpu profile: {GPU_EPOCHS}, "
+        "ended by its time budget)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="auto",
+        help="what the defaults train: cpu, the pretrained and computed views only (nothing is trained); "
+        f"gpu, those plus {','.join(GPU_VIEWS)}, trained on the catalog for up to --time_budget "
+        f"(default {GPU_TIME_BUDGET:.0f} s) each; auto (default): gpu where TensorFlow sees a GPU. "
+        "--views, --epochs and --time_budget override it",
+    )
     parser.add_argument("--batch_size", type=positive_int, default=TrainOptions.batch_size)
     parser.add_argument("--latent", type=positive_int, default=TrainOptions.latent, help="latent channels")
     parser.add_argument(
@@ -78,7 +93,7 @@ def build_parser():
         "--time_budget",
         type=float,
         help="seconds of training per trained view; stops it when spent, whatever --epochs says "
-        "(give many --epochs with it on a GPU)",
+        "(with it a student trains for --epochs, not its own 10)",
     )
     parser.add_argument("--encode_batch_size", type=positive_int, default=64)
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -87,8 +102,8 @@ def build_parser():
     return parser
 
 
-def options_from(args, parser) -> TrainOptions:
-    """The training options of the flags; a bad value exits 2 with argparse's message."""
+def options_from(args, parser, *, epochs: int, time_budget: float | None) -> TrainOptions:
+    """The training options of the flags and the plan; a bad value exits 2 with argparse's message."""
     if not 0 <= args.validation_split < 1:
         parser.error("--validation_split must be in [0, 1)")
     if args.time_budget is not None and not args.time_budget > 0:
@@ -96,7 +111,7 @@ def options_from(args, parser) -> TrainOptions:
     if args.learning_rate <= 0 or args.contrastive_weight < 0:
         parser.error("--learning_rate must be > 0 and --contrastive_weight >= 0")
     return TrainOptions(
-        epochs=args.epochs,
+        epochs=epochs,
         batch_size=args.batch_size,
         latent=args.latent,
         objective=args.objective,
@@ -105,8 +120,25 @@ def options_from(args, parser) -> TrainOptions:
         seed=args.seed,
         learning_rate=args.learning_rate,
         contrastive_weight=args.contrastive_weight,
+        time_budget=time_budget,
+    )
+
+
+def training_plan(args, views: tuple[str, ...] | None):
+    """The run's profile (cpu, or gpu where TensorFlow sees one), views, epochs and budget; logged."""
+    plan = plan_training(
+        args.profile,
+        gpus=gpu_names() if args.profile != "cpu" else [],
+        default_views=default_views() if views is None else (),
+        cpu_epochs=TrainOptions.epochs,
+        views=views,
+        epochs=args.epochs,
         time_budget=args.time_budget,
     )
+    budget = f", up to {plan.time_budget:.0f} s a trained view" if plan.time_budget else ""
+    log.info("%s: %s profile: views %s; %d epochs%s", STAGE, plan.profile, ",".join(plan.views), plan.epochs,
+             budget)  # fmt: skip
+    return plan
 
 
 def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
@@ -120,9 +152,10 @@ def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
         views = parse_views(args.views) if args.views is not None else None
     except ValueError as exc:
         parser.error(f"--views: {exc}")
-    options = options_from(args, parser)
     configure_logging(args.log_level)
-    views = views or default_views()
+    plan = training_plan(args, views)
+    options = options_from(args, parser, epochs=plan.epochs, time_budget=plan.time_budget)
+    views = plan.views
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     records = list(mark_duplicates(parse_records(stdin)))

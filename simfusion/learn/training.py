@@ -267,7 +267,7 @@ def train_student_view(
         vectors,
         options=options,
         clusters=int(spec.options["clusters"]),
-        epochs=int(spec.options.get("epochs", STUDENT_EPOCHS)),
+        epochs=student_epochs(spec.options, options),
         size=int(spec.options.get("size", STUDENT_SIZE)),
         name=view,
     )
@@ -279,6 +279,14 @@ def train_student_view(
         objective="k-means pseudo-labels",
         filename=info["views"][view]["model"],
     )
+
+
+def student_epochs(view_options: Mapping[str, Any], options: TrainOptions) -> int:
+    """A student's epochs: the view's own few (STUDENT_EPOCHS) when training runs by epochs; with a
+    time budget (train.py --time_budget, the GPU profile) `options.epochs`, which the budget ends."""
+    if options.time_budget:
+        return options.epochs
+    return int(view_options.get("epochs", STUDENT_EPOCHS))
 
 
 def encode_catalog(
@@ -397,10 +405,11 @@ def train_catalog(
     good, paths = usable_records(
         records, views, base=base, size=(height, width, channels), options=options, progress=progress
     )
-    log_device(STAGE)
+    device = log_device(STAGE)
     os.makedirs(model_save_path, exist_ok=True)
     hed = {key: value for key, value in (("block", hed_block), ("grid", hed_grid)) if value is not None}
     info = training_info(good, model_save_path, views, (height, width, channels), options, hed)
+    info["device"] = device  # what trained it (a GPU trains the GPU profile's views by time budget)
     sources = {
         view: FileImages(
             paths[image_view(view)], height=height, width=width, channels=view_channels(view, channels)

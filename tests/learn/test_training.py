@@ -335,3 +335,32 @@ def test_students_are_refused_on_ray_before_any_work(tmp_path, rng):
     with pytest.raises(ValueError, match="use --distributor local"):
         encode_catalog_sharded([], ["student"], info=info, base=None, model_save_path=str(tmp_path),
                                encode_batch_size=4, distributor="ray")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_gpu_profile_trains_the_defaults_and_the_trained_views_by_time_budget(tmp_path, rng, monkeypatch):
+    import simfusion.cli.train as cli
+    from simfusion.learn.device import GPU_EPOCHS, GPU_VIEWS
+
+    # a machine whose TensorFlow sees a GPU, and a short default list to keep the test quick
+    monkeypatch.setattr(cli, "gpu_names", lambda: ["/physical_device:GPU:0"])
+    monkeypatch.setattr(cli, "default_views", lambda: ("hog",))
+    views_dir, model_dir = tmp_path / "views", tmp_path / "model"
+    records = write_catalog(views_dir, rng)
+    argv = [
+        "--base_image_path", str(views_dir), "--model_save_path", str(model_dir), "--im_height", str(SIZE),
+        "--im_width", str(SIZE), "--batch_size", "8", "--validation_split", "0.25", "--time_budget", "0.5",
+        "--no_progress",
+    ]  # fmt: skip
+    code, out = run_train(argv, records)
+    assert code == 0 and all("features" in r for r in out)
+    info = json.loads((model_dir / "training.json").read_text())
+    assert list(info["views"]) == ["hog", *GPU_VIEWS]
+    assert info["epochs"] == GPU_EPOCHS and info["options"]["time_budget"] == 0.5
+    assert "device" in info
+    for view in GPU_VIEWS:
+        assert (model_dir / info["views"][view]["model"]).is_file()
+        # trained for up to GPU_EPOCHS epochs, ended by the budget long before
+        assert 1 <= len(json.loads((model_dir / f"{view}.history.json").read_text())["loss"]) < GPU_EPOCHS
+    with FeatureStore(out[0]["features"]["store"]) as store:
+        assert sorted(store.views) == sorted(["hog", *GPU_VIEWS])
