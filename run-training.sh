@@ -4,8 +4,7 @@
 # Settings come from the environment: DETECTOR (objectness), DETECTION_IMAGES (set: draw the boxes),
 # IM_HEIGHT, IM_WIDTH, IM_CHANNEL (128, 128, 3), EDGES (hed; canny is fast), VIEWS (train.py --help has the
 # defaults; the saliency stage runs when VIEWS names saliency, edges or foreground), PROFILE (auto: where
-# TensorFlow sees a GPU the defaults also train the thumbnail autoencoder and the student, by TIME_BUDGET
-# seconds each; cpu trains nothing), EPOCHS and TIME_BUDGET (train.py's --epochs and --time_budget),
+# TensorFlow sees a GPU the defaults also train the student view, for TIME_BUDGET seconds; cpu trains nothing), EPOCHS and TIME_BUDGET (train.py's --epochs and --time_budget),
 # OBJECTIVE, FUSION_ARGS (extra fusion.py flags). Every stage's records are kept in OUT_DIR, so a failed record can be traced.
 set -euo pipefail
 records=${1:-local_test_data/catalog.jsonl}
