@@ -4,8 +4,10 @@
 # Settings come from the environment: DETECTOR (objectness), DETECTION_IMAGES (set: draw the boxes),
 # IM_HEIGHT, IM_WIDTH, IM_CHANNEL (128, 128, 3), EDGES (hed; canny is fast), VIEWS (train.py --help has the
 # defaults; the saliency stage runs when VIEWS names saliency, edges or foreground), PROFILE (auto: where
-# TensorFlow sees a GPU the defaults also train the student view, for TIME_BUDGET seconds; cpu trains nothing), EPOCHS and TIME_BUDGET (train.py's --epochs and --time_budget),
-# OBJECTIVE, FUSION_ARGS (extra fusion.py flags). Every stage's records are kept in OUT_DIR, so a failed record can be traced.
+# TensorFlow sees a GPU the defaults also train the student view; cpu trains nothing), EPOCHS (train.py's:
+# 20 a trained view on the cpu profile, 100 ended by the time budget on gpu), TIME_BUDGET (seconds a
+# trained view; 600 on gpu), OBJECTIVE, FUSION_ARGS (extra fusion.py flags).
+# Every stage's records are kept in OUT_DIR, so a failed record can be traced.
 set -euo pipefail
 records=${1:-local_test_data/catalog.jsonl}
 out=${2:-out}
@@ -35,8 +37,8 @@ fi
 
 echo "== training" >&2
 "$py" "$here/train.py" --base_image_path_for_model "$out/views" --model_save_path "$out/model" "${size[@]}" \
-    ${EPOCHS:+--epochs "$EPOCHS"} ${TIME_BUDGET:+--time_budget "$TIME_BUDGET"} ${PROFILE:+--profile "$PROFILE"} \
-    ${VIEWS:+--views "$VIEWS"} ${OBJECTIVE:+--objective "$OBJECTIVE"} \
+    ${EPOCHS:+--epochs "$EPOCHS"} ${TIME_BUDGET:+--time_budget "$TIME_BUDGET"} \
+    ${PROFILE:+--profile "$PROFILE"} ${VIEWS:+--views "$VIEWS"} ${OBJECTIVE:+--objective "$OBJECTIVE"} \
     < "$out/views.jsonl" > "$out/trained.jsonl"
 
 echo "== index" >&2

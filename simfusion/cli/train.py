@@ -25,31 +25,8 @@ def parse_views(text: str) -> tuple[str, ...]:
     return views
 
 
-def build_parser():
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="train.py",
-        description="Train one unsupervised autoencoder per view, then encode every record of every view "
-        "into <model_save_path>/features.h5. Records on stdin, records with `features` on stdout.",
-    )
-    parser.add_argument(
-        "--base_image_path_for_model",
-        "--base_image_path",
-        dest="base",
-        default=None,
-        help="folder holding <view>/<record's path> (used when a record has no path under the view's key)",
-    )
-    parser.add_argument("--model_save_path", help="folder for the models, training.json and features.h5")
-    parser.add_argument("--im_height", type=positive_int, default=128, help="thumbnail height in pixels")
-    parser.add_argument("--im_width", type=positive_int, default=128, help="thumbnail width in pixels")
-    parser.add_argument("--im_channel", type=int, choices=(1, 3), default=3, help="1 (gray) or 3 (RGB)")
-    parser.add_argument(
-        "--views",
-        help=f"comma-separated views to train/encode, of {','.join(VIEWS)} (any other name: an autoencoder "
-        f"over <base>/<name>/ images); default {','.join(DEFAULT_VIEWS)} (the mobilenet_coco views left out, "
-        "with a warning, where the COCO model cache is not fetched)",
-    )
+def add_training_arguments(parser) -> None:
+    """How the trained views train: the profile, epochs, time budget and the autoencoders' settings."""
     parser.add_argument(
         "--epochs",
         type=positive_int,
@@ -61,9 +38,10 @@ def build_parser():
         choices=PROFILES,
         default="auto",
         help="what the defaults train: cpu, the pretrained and computed views only (nothing is trained); "
-        f"gpu, those plus {','.join(GPU_VIEWS)}, trained on the catalog for up to --time_budget "
-        f"(default {GPU_TIME_BUDGET:.0f} s) each; auto (default): gpu where TensorFlow sees a GPU. "
-        "--views, --epochs and --time_budget override it",
+        f"gpu, those plus {','.join(GPU_VIEWS)} (with --distributor local), and every trained view, "
+        f"{','.join(GPU_VIEWS)} or one --views names, trains for up to {GPU_EPOCHS} epochs and "
+        f"--time_budget (default {GPU_TIME_BUDGET:.0f} s); auto (default): gpu where TensorFlow sees a "
+        "GPU. --views, --epochs and --time_budget override it",
     )
     parser.add_argument("--batch_size", type=positive_int, default=TrainOptions.batch_size)
     parser.add_argument("--latent", type=positive_int, default=TrainOptions.latent, help="latent channels")
@@ -95,6 +73,34 @@ def build_parser():
         help="seconds of training per trained view; stops it when spent, whatever --epochs says "
         "(with it a student trains for --epochs, not its own 10)",
     )
+
+
+def build_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train one unsupervised autoencoder per view, then encode every record of every view "
+        "into <model_save_path>/features.h5. Records on stdin, records with `features` on stdout.",
+    )
+    parser.add_argument(
+        "--base_image_path_for_model",
+        "--base_image_path",
+        dest="base",
+        default=None,
+        help="folder holding <view>/<record's path> (used when a record has no path under the view's key)",
+    )
+    parser.add_argument("--model_save_path", help="folder for the models, training.json and features.h5")
+    parser.add_argument("--im_height", type=positive_int, default=128, help="thumbnail height in pixels")
+    parser.add_argument("--im_width", type=positive_int, default=128, help="thumbnail width in pixels")
+    parser.add_argument("--im_channel", type=int, choices=(1, 3), default=3, help="1 (gray) or 3 (RGB)")
+    parser.add_argument(
+        "--views",
+        help=f"comma-separated views to train/encode, of {','.join(VIEWS)} (any other name: an autoencoder "
+        f"over <base>/<name>/ images); default {','.join(DEFAULT_VIEWS)} (the mobilenet_coco views left out, "
+        "with a warning, where the COCO model cache is not fetched)",
+    )
+    add_training_arguments(parser)
     parser.add_argument("--encode_batch_size", type=positive_int, default=64)
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
@@ -102,16 +108,22 @@ def build_parser():
     return parser
 
 
-def options_from(args, parser, *, epochs: int, time_budget: float | None) -> TrainOptions:
-    """The training options of the flags and the plan; a bad value exits 2 with argparse's message."""
+def check_flags(args, parser) -> None:
+    """A bad value exits 2 with argparse's message, before anything slow is imported."""
+    if not args.model_save_path:
+        parser.error("--model_save_path is required: the folder the models and features.h5 go to")
     if not 0 <= args.validation_split < 1:
         parser.error("--validation_split must be in [0, 1)")
     if args.time_budget is not None and not args.time_budget > 0:
         parser.error("--time_budget must be > 0 seconds")
     if args.learning_rate <= 0 or args.contrastive_weight < 0:
         parser.error("--learning_rate must be > 0 and --contrastive_weight >= 0")
+
+
+def options_from(args, plan) -> TrainOptions:
+    """The training options of the flags and the run's plan (its epochs and time budget)."""
     return TrainOptions(
-        epochs=epochs,
+        epochs=plan.epochs,
         batch_size=args.batch_size,
         latent=args.latent,
         objective=args.objective,
@@ -120,12 +132,13 @@ def options_from(args, parser, *, epochs: int, time_budget: float | None) -> Tra
         seed=args.seed,
         learning_rate=args.learning_rate,
         contrastive_weight=args.contrastive_weight,
-        time_budget=time_budget,
+        time_budget=plan.time_budget,
     )
 
 
 def training_plan(args, views: tuple[str, ...] | None):
-    """The run's profile (cpu, or gpu where TensorFlow sees one), views, epochs and budget; logged."""
+    """The run's profile (cpu, or gpu where TensorFlow sees one), views, epochs and budget; logged.
+    Students need the whole catalog in one process, so a Ray run's GPU profile adds none."""
     plan = plan_training(
         args.profile,
         gpus=gpu_names() if args.profile != "cpu" else [],
@@ -134,11 +147,36 @@ def training_plan(args, views: tuple[str, ...] | None):
         views=views,
         epochs=args.epochs,
         time_budget=args.time_budget,
+        students=args.distributor == "local",
     )
     budget = f", up to {plan.time_budget:.0f} s a trained view" if plan.time_budget else ""
     log.info("%s: %s profile: views %s; %d epochs%s", STAGE, plan.profile, ",".join(plan.views), plan.epochs,
              budget)  # fmt: skip
+    if args.resume:
+        warn_if_replanned(args.model_save_path, plan)
     return plan
+
+
+def warn_if_replanned(model_save_path: str, plan) -> None:
+    """--resume keeps only what was trained the same way: say so when the earlier run's views or
+    epochs differ (another machine's profile, say), since those views then train again from scratch."""
+    import os
+
+    from simfusion.io.atomic import read_json
+    from simfusion.learn.encoders import TRAINING_JSON
+
+    path = os.path.join(model_save_path, TRAINING_JSON)
+    try:
+        old = read_json(path)
+    except (OSError, ValueError):
+        return
+    if list(old.get("views", {})) != list(plan.views) or old.get("epochs") != plan.epochs:
+        log.warning(
+            "%s: --resume: the earlier run trained %s for %s epochs (%s), this one plans %s for %d (%s "
+            "profile): a trained view whose settings differ trains again from the start",
+            STAGE, ",".join(old.get("views", {})), old.get("epochs"), old.get("device", "device unknown"),
+            ",".join(plan.views), plan.epochs, plan.profile,
+        )  # fmt: skip
 
 
 def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
@@ -146,16 +184,14 @@ def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.model_save_path:
-        parser.error("--model_save_path is required: the folder the models and features.h5 go to")
+    check_flags(args, parser)
     try:
         views = parse_views(args.views) if args.views is not None else None
     except ValueError as exc:
         parser.error(f"--views: {exc}")
     configure_logging(args.log_level)
     plan = training_plan(args, views)
-    options = options_from(args, parser, epochs=plan.epochs, time_budget=plan.time_budget)
-    views = plan.views
+    options, views = options_from(args, plan), plan.views
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     records = list(mark_duplicates(parse_records(stdin)))

@@ -57,12 +57,14 @@ def plan_training(
     views: Sequence[str] | None = None,
     epochs: int | None = None,
     time_budget: float | None = None,
+    students: bool = True,
 ) -> TrainingPlan:
     """The run's plan: `profile` "auto" is "gpu" where `gpus` is not empty, else "cpu".
 
     cpu: `views` or `default_views`, `epochs` or `cpu_epochs`, no time budget unless given.
     gpu: `views` or `default_views` plus GPU_VIEWS, `epochs` or GPU_EPOCHS, `time_budget` or
-    GPU_TIME_BUDGET. A value given always wins over the profile's."""
+    GPU_TIME_BUDGET. A value given always wins over the profile's. `students` False (a distributed
+    encoding pass, which cannot train one) leaves the student out of the gpu profile's defaults."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
     chosen = ("gpu" if gpus else "cpu") if profile == "auto" else profile
@@ -70,5 +72,10 @@ def plan_training(
         log.warning("train: the gpu profile was asked for, but TensorFlow sees no GPU: it trains on the CPU")
     if chosen == "cpu":
         return TrainingPlan("cpu", tuple(views or default_views), epochs or cpu_epochs, time_budget)
-    planned = tuple(views) if views else tuple(dict.fromkeys((*default_views, *GPU_VIEWS)))
+    added = GPU_VIEWS if students else tuple(v for v in GPU_VIEWS if v != "student")
+    if not students and not views:
+        log.info(
+            "train: the gpu profile's student is left out: it trains on the whole catalog in one process"
+        )
+    planned = tuple(views) if views else tuple(dict.fromkeys((*default_views, *added)))
     return TrainingPlan("gpu", planned, epochs or GPU_EPOCHS, time_budget or GPU_TIME_BUDGET)

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from simfusion.learn.device import GPU_EPOCHS, GPU_TIME_BUDGET, GPU_VIEWS, gpu_names, plan_training
+from simfusion.learn.device import GPU_EPOCHS, GPU_TIME_BUDGET, GPU_VIEWS, plan_training
 from simfusion.learn.options import TrainOptions
 from simfusion.learn.students import STUDENT_EPOCHS
 from simfusion.learn.training import student_epochs
@@ -54,6 +54,52 @@ def test_a_student_trains_by_the_budget_only_when_there_is_one():
     assert student_epochs({"epochs": 3}, TrainOptions(epochs=100, time_budget=60)) == 100
 
 
-def test_this_machine_is_seen_as_it_is():
-    names = gpu_names()
-    assert isinstance(names, list) and all("GPU" in name for name in names)
+def parsed(*argv):
+    from simfusion.cli.train import build_parser
+
+    return build_parser().parse_args(["--model_save_path", "m", *argv])
+
+
+def test_the_command_asks_for_gpus_only_when_the_profile_may_use_them(monkeypatch):
+    import simfusion.cli.train as cli
+
+    def no_gpu_query():
+        raise AssertionError("the cpu profile must not ask TensorFlow for GPUs")
+
+    monkeypatch.setattr(cli, "gpu_names", no_gpu_query)
+    monkeypatch.setattr(cli, "default_views", lambda: DEFAULTS)
+    cpu = cli.training_plan(parsed("--profile", "cpu"), None)
+    assert (cpu.views, cpu.epochs, cpu.time_budget) == (DEFAULTS, TrainOptions.epochs, None)
+
+
+def test_on_a_gpu_the_command_keeps_the_views_given_and_leaves_students_out_of_ray(monkeypatch):
+    import simfusion.cli.train as cli
+
+    monkeypatch.setattr(cli, "gpu_names", lambda: GPU)
+    monkeypatch.setattr(cli, "default_views", lambda: DEFAULTS)
+    given = cli.training_plan(parsed("--epochs", "7"), ("thumbnail",))
+    assert (given.profile, given.views, given.epochs, given.time_budget) == ("gpu", ("thumbnail",), 7, 600.0)
+    assert cli.training_plan(parsed(), None).views == (*DEFAULTS, "student")
+    assert cli.training_plan(parsed("--distributor", "ray"), None).views == DEFAULTS
+
+
+def test_resume_says_when_the_earlier_run_was_planned_otherwise(tmp_path, monkeypatch, caplog):
+    import json
+
+    import simfusion.cli.train as cli
+
+    monkeypatch.setattr(cli, "gpu_names", lambda: [])
+    monkeypatch.setattr(cli, "default_views", lambda: DEFAULTS)
+    (tmp_path / "training.json").write_text(
+        json.dumps({"views": {v: {} for v in (*DEFAULTS, "student")}, "epochs": 100, "device": "GPU (x)"})
+    )
+    args = parsed("--resume")
+    args.model_save_path = str(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        cli.training_plan(args, None)
+    assert "trains again from the start" in caplog.text and "GPU (x)" in caplog.text
+    caplog.clear()
+    (tmp_path / "training.json").write_text(json.dumps({"views": {v: {} for v in DEFAULTS}, "epochs": 20}))
+    with caplog.at_level(logging.WARNING):
+        cli.training_plan(args, None)
+    assert "trains again" not in caplog.text
