@@ -11,7 +11,14 @@ from simfusion.learn.data import TooFewImagesError
 from simfusion.learn.device import GPU_EPOCHS, GPU_TIME_BUDGET, GPU_VIEWS, PROFILES, gpu_names, plan_training
 from simfusion.learn.options import OBJECTIVES, TrainOptions
 from simfusion.learn.training import STAGE, train_catalog
-from simfusion.views.registry import DEFAULT_VIEWS, HED_BLOCKS, VIEWS, check_view_name, default_views
+from simfusion.views.registry import (
+    DEFAULT_VIEWS,
+    HED_BLOCKS,
+    VIEWS,
+    check_view_name,
+    default_views,
+    view_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +156,10 @@ def training_plan(args, views: tuple[str, ...] | None):
         time_budget=args.time_budget,
         students=args.distributor == "local",
     )
-    budget = f", up to {plan.time_budget:.0f} s a trained view" if plan.time_budget else ""
-    log.info("%s: %s profile: views %s; %d epochs%s", STAGE, plan.profile, ",".join(plan.views), plan.epochs,
-             budget)  # fmt: skip
+    trained = [view for view in plan.views if view_spec(view).trained]
+    budget = f", up to {plan.time_budget:.0f} s each" if plan.time_budget else ""
+    how = f"{','.join(trained)} trained for {plan.epochs} epochs{budget}" if trained else "none trained"
+    log.info("%s: %s profile: views %s; %s", STAGE, plan.profile, ",".join(plan.views), how)
     if args.resume:
         warn_if_replanned(args.model_save_path, plan)
     return plan
