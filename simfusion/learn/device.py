@@ -72,7 +72,9 @@ def plan_training(
         log.warning("train: the gpu profile was asked for, but TensorFlow sees no GPU: it trains on the CPU")
     if chosen == "cpu":
         return TrainingPlan("cpu", tuple(views or default_views), epochs or cpu_epochs, time_budget)
-    added = GPU_VIEWS if students else tuple(v for v in GPU_VIEWS if v != "student")
+    from simfusion.views.registry import STUDENT, view_spec
+
+    added = tuple(v for v in GPU_VIEWS if students or view_spec(v).kind != STUDENT)
     if not students and not views:
         log.info(
             "train: the gpu profile's student is left out: it trains on the whole catalog in one process"

@@ -258,9 +258,9 @@ def plot_history(history: Mapping[str, list[float]], path: str, *, title: str = 
 
 def log_device(stage: str = "train") -> str:
     """Which device TensorFlow trains on (logged): the GPUs it sees, or the CPU."""
-    import tensorflow as tf
+    from simfusion.learn.device import gpu_names
 
-    gpus = tf.config.list_physical_devices("GPU")
-    device = f"GPU ({', '.join(gpu.name for gpu in gpus)})" if gpus else "CPU (TensorFlow sees no GPU)"
+    gpus = gpu_names()
+    device = f"GPU ({', '.join(gpus)})" if gpus else "CPU (TensorFlow sees no GPU)"
     log.info("%s: running on %s", stage, device)
     return device
