@@ -34,6 +34,8 @@ WINDOW_SCALES = (0.35, 0.5, 0.7)  # window sides, as shares of the image's short
 # window apart (56 crops) 0.4245. Clean queries the detector is unsure of were not hurt (300 of
 # them: 0.8020 -> 0.8033); a guided query costs about 1.5 times as long.
 WINDOW_STEP = 1 / 3
+# A square 320 px photo has 36, 16 and 4 windows at the three scales; a 16:9 one 78 at the first.
+MAX_WINDOWS_PER_SCALE = 64
 # A crop's fit: the mean fused similarity of its best FIT_TOP catalog matches. Scene queries (seed
 # 0, 200 queries, windows a third apart): 3 matches P@10 0.416, 5 0.437, 10 0.461, 20 0.485, 40
 # 0.491; seed 1, 600 queries: 5 0.436, 20 0.471. Clean unsure queries: 0.8033 (5), 0.8047 (20).
@@ -68,7 +70,9 @@ CROPS = ("guided", "detector")  # guided: the search above for unsure queries; d
 
 def window_boxes(height: int, width: int, *, scales: Sequence[float] = WINDOW_SCALES) -> list[list[int]]:
     """The whole image, then square windows of each scale, `WINDOW_STEP` of a window apart:
-    [x0, y0, x1, y1]."""
+    [x0, y0, x1, y1]. Along a long thin image's long side they spread further apart, so that no
+    scale has more than `MAX_WINDOWS_PER_SCALE` (windows follow the short side: a 30 x 2,900 px
+    image would otherwise be cut into 9,885)."""
     out = [[0, 0, int(width), int(height)]]
     short = min(height, width)
     for scale in scales:
@@ -76,10 +80,25 @@ def window_boxes(height: int, width: int, *, scales: Sequence[float] = WINDOW_SC
         if side < 8:
             continue
         step = max(1, round(side * WINDOW_STEP))
-        for y in range(0, height - side + 1, step):
-            for x in range(0, width - side + 1, step):
+        rows, cols = (len(range(0, length - side + 1, step)) for length in (height, width))
+        if rows * cols > MAX_WINDOWS_PER_SCALE:  # only the long side has many
+            if rows > cols:
+                rows = max(1, MAX_WINDOWS_PER_SCALE // cols)
+            else:
+                cols = max(1, MAX_WINDOWS_PER_SCALE // rows)
+        for y in _starts(height, side, step, rows):
+            for x in _starts(width, side, step, cols):
                 out.append([x, y, x + side, y + side])
     return out
+
+
+def _starts(length: int, side: int, step: int, count: int) -> list[int]:
+    """`count` window starts along a side of `length`: `step` apart, or spread evenly from one end
+    to the other where fewer than that spacing gives."""
+    natural = list(range(0, length - side + 1, step))
+    if count >= len(natural):
+        return natural
+    return [int(v) for v in np.linspace(0, length - side, count).round()]
 
 
 def is_unsure(found: Mapping[str, Any], *, threshold: float = UNSURE_SCORE) -> bool:

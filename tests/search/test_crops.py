@@ -11,7 +11,9 @@ from conftest import SAMPLE_DATA, sample_records
 from simfusion.detect.boxes import box_iou
 from simfusion.io.images import load_image
 from simfusion.search.crops import (
+    MAX_WINDOWS_PER_SCALE,
     NUDGED_FROM,
+    WINDOW_SCALES,
     best_crop,
     crop_fit,
     is_unsure,
@@ -28,6 +30,18 @@ def test_windows_cover_the_image_at_each_scale():
     assert all(0 <= x0 and x1 <= 300 and 0 <= y0 and y1 <= 200 for x0, y0, x1, y1 in squares)
     assert len(squares) == 4 * 7  # a third of a window apart: y 0, 33, 66, 99; x 0, 33, ..., 198
     assert window_boxes(10, 10, scales=(0.5,)) == [[0, 0, 10, 10]]  # windows under 8 px are skipped
+
+
+def test_a_long_thin_image_gets_windows_spread_out_not_thousands_of_them():
+    assert len(window_boxes(320, 320)) == 1 + 36 + 16 + 4  # a square photo: every scale at its step
+    for height, width in ((30, 2900), (2900, 30), (100, 10000)):
+        boxes = window_boxes(height, width)
+        assert len(boxes) <= 1 + MAX_WINDOWS_PER_SCALE * len(WINDOW_SCALES)  # 9,885 at 30 x 2,900 before
+        squares = np.array(boxes[1:])
+        assert squares[:, :2].min() == 0 and (squares[:, 2:] <= [width, height]).all()
+        far_end = squares[:, 2].max() if width > height else squares[:, 3].max()
+        assert far_end == max(height, width)  # spread from one end of the long side to the other
+        assert (squares[:, 2] - squares[:, 0] == squares[:, 3] - squares[:, 1]).all()
 
 
 def test_only_a_weak_detection_is_unsure():
