@@ -3,7 +3,8 @@
 #   ./run-prediction.sh QUERY_IMAGE [OUT_DIR]
 # Uses the model in OUT_DIR/model; writes OUT_DIR/prediction.jsonl and OUT_DIR/recommendations.png
 # and prints the results JSON on stdout. TOP_K (default 10) and PREDICT_ARGS (extra predict.py
-# flags, e.g. "--same_category") come from the environment.
+# flags, e.g. "--same_category") come from the environment; PYTHON (default: the repo's .venv if there is
+# one and no environment is active, else python3).
 set -euo pipefail
 if [ $# -lt 1 ]; then
     echo "usage: $0 QUERY_IMAGE [OUT_DIR]" >&2
@@ -11,8 +12,10 @@ if [ $# -lt 1 ]; then
 fi
 query=$1
 out=${2:-out}
-py=${PYTHON:-python3}
 here=$(cd "$(dirname "$0")" && pwd)
+# the environment `make demo` made, unless PYTHON names another or one is active
+if [[ -z "${PYTHON:-}" && -z "${VIRTUAL_ENV:-}" && -x "$here/.venv/bin/python" ]]; then PYTHON=$here/.venv/bin/python; fi
+py=${PYTHON:-python3}
 mkdir -p "$out"
 # shellcheck disable=SC2086  # PREDICT_ARGS is a list of flags
 "$py" "$here/predict.py" --model_save_path "$out/model" --output_image_path "$out" \
