@@ -86,5 +86,25 @@ def main(argv: list[str] | None = None) -> int:
     if not args.api_key:
         log.warning("%s: no API key: anyone who can reach the port may add and remove items", STAGE)
     log.info("%s: %d items, views %s", STAGE, len(catalog), ", ".join(catalog.views))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_keep_alive=5)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level.lower(),
+        log_config=stderr_log_config(),
+        timeout_keep_alive=5,
+    )
     return 0
+
+
+def stderr_log_config() -> dict:
+    """uvicorn's logging, its access log on stderr too (uvicorn writes it to stdout, which is data)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for handler in config["handlers"].values():
+        if handler.get("stream") == "ext://sys.stdout":
+            handler["stream"] = "ext://sys.stderr"
+    return config

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 STAGE = "serve"
 UPLOADS = "uploads"
-# keys of an added item's record that name server files: a client may not set them
+# keys of a record that name server files: a client may not set them, and no answer shows them (items
+# are named by id; GET /items/{id}/image has the picture)
 PATH_KEYS = ("image", "path", "image_path", "thumbnail")
 PICTURE_SIZE = 256  # largest side of the pictures GET /items/{id}/image answers with
 
@@ -116,7 +117,7 @@ class Service:
         self, image: np.ndarray, record: Mapping[str, Any], options: Mapping[str, Any]
     ) -> dict[str, Any]:
         with self.lock.read():
-            return self.catalog.search_images([image], [dict(record)], **options)[0]
+            return public(self.catalog.search_images([image], [dict(record)], **options)[0])
 
     def search_upload(
         self, data: bytes, record: Mapping[str, Any], options: Mapping[str, Any]
@@ -127,11 +128,12 @@ class Service:
     def search_id(self, key: str, options: Mapping[str, Any]) -> dict[str, Any]:
         """More like catalog item `key` (KeyError when the catalog has no such item)."""
         with self.lock.read():
-            return self.catalog.search_ids([key], **options)[0]
+            return public(self.catalog.search_ids([key], **options)[0])
 
     def record(self, key: str) -> dict[str, Any] | None:
         with self.lock.read():
-            return self.catalog.record(key)
+            found = self.catalog.record(key)
+        return None if found is None else public(found)
 
     def image_path(self, key: str) -> str | None:
         with self.lock.read():
@@ -185,7 +187,7 @@ class Service:
             for before, after in zip(records, out, strict=True):
                 if "error" in after and id(before) in written:
                     remove_quietly(written[id(before)])
-            return out
+            return [public(record) for record in out]
 
     def remove(self, ids: Sequence[str]) -> dict[str, Any]:
         """Remove items; an upload kept for one of them is deleted once it is out of the catalog."""
@@ -235,3 +237,11 @@ def _picture(path: str, mtime_ns: int, nbytes: int, size: int) -> bytes | None:
 def upload_name(key: str, suffix: str) -> str:
     """The file name an added item's upload is kept under: a hash of its id, never a client's name."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + suffix
+
+
+def public(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """A record, or an answer and its hits, without the keys that name server files."""
+    out = {key: value for key, value in answer.items() if key not in PATH_KEYS}
+    if isinstance(out.get("results"), list):
+        out["results"] = [public(hit) if isinstance(hit, Mapping) else hit for hit in out["results"]]
+    return out

@@ -17,7 +17,7 @@ from simfusion.io.records import output_relpath, record_json
 from simfusion.search.catalog import Catalog
 from simfusion.search.rules import Rules
 from simfusion.serve.app import create_app
-from simfusion.serve.service import Service
+from simfusion.serve.service import PATH_KEYS, Service, public
 
 KEY = "s3cret"
 
@@ -48,9 +48,9 @@ def own_server(model, tmp_path):
 
 
 def expected(model, key, **options):
-    """What the library answers, as the JSON predict.py writes."""
+    """What the library answers, as the JSON predict.py writes, less the server's file paths."""
     [answer] = Catalog.open(model["path"]).search_ids([key], **options)
-    return json.loads(record_json(answer))
+    return json.loads(record_json(public(answer)))
 
 
 def test_more_like_this_answers_what_the_catalog_answers(server, model):
@@ -60,6 +60,11 @@ def test_more_like_this_answers_what_the_catalog_answers(server, model):
     assert got.json() == expected(model, key, k=5)
     assert key not in [hit["id"] for hit in got.json()["results"]]
     assert set(got.json()["results"][0]) >= {"id", "score", "scores", "category", "brand"}
+    catalog = Catalog.open(model["path"])
+    assert all(set(PATH_KEYS) & set(catalog.record(hit["id"])) for hit in got.json()["results"])
+    assert not any(set(PATH_KEYS) & set(hit) for hit in got.json()["results"])  # no server paths
+    item = requests.get(f"{server}/items/{key}", timeout=30).json()
+    assert item["id"] == key and not set(PATH_KEYS) & set(item)
 
 
 def test_rules_from_the_query_string_or_the_json_body_are_the_same(server, model):
@@ -80,7 +85,7 @@ def test_rules_from_the_query_string_or_the_json_body_are_the_same(server, model
 
 def test_items_their_pictures_and_categories(server, model):
     key = model["ids"][2]
-    assert requests.get(f"{server}/items/{key}", timeout=30).json() == model["records"][2]
+    assert requests.get(f"{server}/items/{key}", timeout=30).json() == public(model["records"][2])
     missing = requests.get(f"{server}/items/nope", timeout=30)
     assert missing.status_code == 404 and "nope" in missing.json()["error"]
     # the synthetic records name images that do not exist: no picture, and no path is ever taken from the URL
@@ -262,3 +267,20 @@ def test_search_threads_run_faiss_and_blas_on_one_thread():
         ctx.pool.shutdown()
         ctx.writer.shutdown()
         original.restore_original_limits()
+
+
+def test_serve_py_writes_its_access_log_to_stderr_not_stdout(capfd):
+    import logging
+    import logging.config
+
+    from simfusion.cli.serve import stderr_log_config
+
+    logging.config.dictConfig(stderr_log_config())
+    try:
+        access = logging.getLogger("uvicorn.access")
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/health", "1.1", 200)
+        out, err = capfd.readouterr()
+        assert out == "" and "GET /health" in err
+    finally:
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).handlers.clear()

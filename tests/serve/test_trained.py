@@ -14,7 +14,7 @@ from PIL import Image
 from simfusion.io.records import record_json
 from simfusion.search.catalog import Catalog
 from simfusion.serve.app import create_app
-from simfusion.serve.service import Service
+from simfusion.serve.service import PATH_KEYS, Service
 
 KEY = "k3y"
 QUERY = os.path.join(SAMPLE_DATA, "query.jpg")
@@ -84,11 +84,13 @@ def test_added_items_are_found_and_their_upload_served_then_removed(server, trai
     )
     assert again.status_code == 422 and "already in the catalog" in again.json()["records"][0]["error"]
     first = trained["held_out"][0]
-    assert "thumbnail" not in requests.get(f"{url}/items/{first['id']}", timeout=30).json()
+    assert not any(set(PATH_KEYS) & set(record) for record in answer.json()["records"])
+    assert not set(PATH_KEYS) & set(requests.get(f"{url}/items/{first['id']}", timeout=30).json())
     picture = requests.get(f"{url}/items/{first['id']}/image", timeout=30)
     assert picture.status_code == 200 and picture.content[:4] == b"\x89PNG"
     files = {"image": ("same.png", files[0][1][1])}
     found = requests.post(url + "/search?top_k=3", files=files, timeout=60).json()
+    assert not any(set(PATH_KEYS) & set(hit) for hit in found["results"])
     assert found["results"][0]["id"] == first["id"] and found["results"][0]["score"] == pytest.approx(
         1, abs=1e-4
     )
