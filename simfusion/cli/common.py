@@ -11,17 +11,37 @@ import sys
 import threading
 
 
-def add_image_arguments(parser: argparse.ArgumentParser, *, output: bool = True, size: bool = True) -> None:
-    """The prototype's flags, kept working: input and output folders and the thumbnail size."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help says its default, where it has one worth saying (not None, off or empty) and
+    the help does not say it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        unsaid = default is None or default is False or default is argparse.SUPPRESS or default in ([], "")
+        if unsaid or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_image_arguments(
+    parser: argparse.ArgumentParser, *, output: bool = True, size: bool = True, size_used: bool = True
+) -> None:
+    """The prototype's flags, kept working: input and output folders and the thumbnail size
+    (`size_used` False: accepted so the prototype's command lines run, and said to be unused)."""
     parser.add_argument(
         "--base_image_path", default=".", help="folder the records' image paths are relative to"
     )
     if output:
         parser.add_argument("--output_image_path", help="folder to write this stage's images under")
     if size:
-        parser.add_argument("--im_height", type=positive_int, default=128, help="thumbnail height in pixels")
-        parser.add_argument("--im_width", type=positive_int, default=128, help="thumbnail width in pixels")
-        parser.add_argument("--im_channel", type=int, choices=(1, 3), default=3, help="1 (gray) or 3 (RGB)")
+        unused = "" if size_used else " (accepted for the prototype's command lines; not used here)"
+        for flag, kind, default, text in (
+            ("--im_height", positive_int, 128, "thumbnail height in pixels"),
+            ("--im_width", positive_int, 128, "thumbnail width in pixels"),
+        ):
+            parser.add_argument(flag, type=kind, default=default, help=text + unused)
+        channel = "1 (gray) or 3 (RGB)" + unused
+        parser.add_argument("--im_channel", type=int, choices=(1, 3), default=3, help=channel)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 32) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from simfusion.cli.common import add_image_arguments, add_run_arguments, configure_logging
+from simfusion.cli.common import HelpFormatter, add_image_arguments, add_run_arguments, configure_logging
 from simfusion.detect.plugins import read_label_map
 from simfusion.detect.registry import DEFAULT_DETECTOR, make_detector
 from simfusion.detect.stage import STAGE, detect_records
@@ -16,6 +16,7 @@ def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="object_detection.py",
         description="Find the main object of each record's image: adds `detections` and `box` "
         "([x0, y0, x1, y1] in the image's pixels). Records on stdin, enriched records on stdout.",
@@ -26,7 +27,7 @@ def build_parser():
         "objectness), keras:MODEL(.keras|.h5|.tflite) with --label_map, "
         "python:MODULE:FUNCTION. See simfusion/detect/registry.py for the model contract.",
     )
-    add_image_arguments(parser)
+    add_image_arguments(parser, size_used=False)
     parser.add_argument(
         "--detector", default=DEFAULT_DETECTOR, help=f"detector spec (default: {DEFAULT_DETECTOR})"
     )

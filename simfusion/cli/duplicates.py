@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from simfusion.cli.common import configure_logging, positive_int
+from simfusion.cli.common import HelpFormatter, configure_logging, positive_int
 from simfusion.io.records import write_record
 from simfusion.io.store import StoreFormatError
 from simfusion.search.catalog import Catalog
@@ -39,6 +39,7 @@ def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="duplicates.py",
         description="Near-duplicate groups of a trained catalog: one JSON line per item, "
         '{"id": ..., "duplicates": [[other_id, score], ...]}.',

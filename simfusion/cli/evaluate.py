@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from simfusion.cli.common import configure_logging
+from simfusion.cli.common import HelpFormatter, configure_logging
 from simfusion.evaluate.protocol import BASELINES, evaluate_store
 from simfusion.evaluate.report import format_table, plot_results
 from simfusion.search.graph import REORDERS
@@ -18,6 +18,7 @@ def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="evaluate.py",
         description="Precision@k, recall@k and mAP@k of every view, the fused ranking and baselines on a "
         "labelled catalog trained by train.py. Queries are left out of their own results.",

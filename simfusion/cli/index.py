@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from simfusion.cli.common import configure_logging, positive_int
+from simfusion.cli.common import HelpFormatter, configure_logging, positive_int
 from simfusion.io.lock import write_lock
 from simfusion.io.records import (
     RecordError,
@@ -36,6 +36,7 @@ def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="fusion.py",
         description="Build the fused search index of a trained catalog (from <model_save_path>/features.h5), "
         "or add new catalog images to it (--add, records on stdin) or remove ids (--remove) without "

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from simfusion.cli.common import configure_logging, positive_int
+from simfusion.cli.common import HelpFormatter, configure_logging, positive_int
 from simfusion.io.montage import (
     montage_rows,
     save_recommendations,
@@ -59,6 +59,7 @@ def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="predict.py",
         description="Find the catalog items most similar to each query image. Queries are image paths, "
         "or records on stdin; one JSON line per query on stdout: its record plus `results`.",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from simfusion.cli.common import configure_logging, positive_int
+from simfusion.cli.common import HelpFormatter, configure_logging, positive_int
 from simfusion.io.store import StoreFormatError
 from simfusion.search.index import IndexFileError
 from simfusion.serve.limits import API_KEY_ENV, MAX_UPLOAD_BYTES
@@ -26,6 +26,7 @@ def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="serve.py",
         description='Serve a trained catalog: POST /search (an image upload, or {"id": ...}), '
         "GET/POST/DELETE /items, POST /duplicates, GET /health, GET /metrics, and a web page at /.",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simfusion.cli.common import add_image_arguments, add_run_arguments, configure_logging
+from simfusion.cli.common import HelpFormatter, add_image_arguments, add_run_arguments, configure_logging
 from simfusion.io.stage import StageCore, map_records, run_stage
 from simfusion.views.thumbnail import FILLS, STAGE, thumbnail_record
 
@@ -11,6 +11,7 @@ def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="thumbnail.py",
         description="Crop each record's `box` (the whole image when it has none) with a margin, pad to "
         "the thumbnail's aspect and resize. Records on stdin, enriched records on stdout.",

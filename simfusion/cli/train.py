@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from simfusion.cli.common import add_distributor_arguments, configure_logging, positive_int
+from simfusion.cli.common import HelpFormatter, add_distributor_arguments, configure_logging, positive_int
 from simfusion.io.records import mark_duplicates, parse_records, write_record
 from simfusion.learn.data import TooFewImagesError
 from simfusion.learn.device import GPU_EPOCHS, GPU_TIME_BUDGET, GPU_VIEWS, PROFILES, gpu_names, plan_training
@@ -56,7 +56,7 @@ def add_training_arguments(parser) -> None:
         "--objective",
         choices=OBJECTIVES,
         default=TrainOptions.objective,
-        help="what the autoencoders learn from (see simfusion/autoencoder.py)",
+        help="what the autoencoders learn from (see simfusion/learn/autoencoder.py)",
     )
     parser.add_argument("--validation_split", type=float, default=TrainOptions.validation_split)
     parser.add_argument(
@@ -86,16 +86,19 @@ def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="train.py",
-        description="Train one unsupervised autoencoder per view, then encode every record of every view "
-        "into <model_save_path>/features.h5. Records on stdin, records with `features` on stdout.",
+        description="Train the views that learn, without labels (none of the defaults: they are "
+        "pretrained or computed; the gpu profile adds the student), then encode every record of every "
+        "view into <model_save_path>/features.h5. Records on stdin, records with `features` on stdout.",
     )
     parser.add_argument(
         "--base_image_path_for_model",
         "--base_image_path",
         dest="base",
         default=None,
-        help="folder holding <view>/<record's path> (used when a record has no path under the view's key)",
+        help="folder holding <view>/<name from the record's id> (used when a record has no path under the "
+        "view's key)",
     )
     parser.add_argument("--model_save_path", help="folder for the models, training.json and features.h5")
     parser.add_argument("--im_height", type=positive_int, default=128, help="thumbnail height in pixels")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simfusion.cli.common import add_image_arguments, add_run_arguments, configure_logging
+from simfusion.cli.common import HelpFormatter, add_image_arguments, add_run_arguments, configure_logging
 from simfusion.io.stage import StageCore, run_stage
 from simfusion.views.saliency import EDGE_METHODS, METHODS, STAGE, VIEW_NAMES, check_views, saliency_records
 from simfusion.views.thumbnail import FILLS
@@ -12,10 +12,11 @@ def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="saliency.py",
         description="Write a saliency map, an edge map and a saliency-weighted foreground of each "
-        "record's thumbnail, each under OUTPUT/<view>/<record's path>. Records on stdin, enriched "
-        "records (keys saliency, edges, foreground: the paths written) on stdout.",
+        "record's thumbnail, each under OUTPUT/<view>/, named after the record's id. Records on stdin, "
+        "enriched records (keys saliency, edges, foreground: the paths written) on stdout.",
     )
     # --im_height/--im_width are accepted so the prototype's command lines keep working; the
     # thumbnails already have that size. --im_channel picks gray or RGB for the foreground.
