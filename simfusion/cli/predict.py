@@ -47,12 +47,12 @@ STAGE = "predict"
 MONTAGE_NAME = "recommendations.png"
 
 
-def query_records_from(args) -> tuple[list[dict[str, Any]], str]:
-    """Queries from the command line's paths, else from stdin; and the folder their paths are under."""
-
+def query_records_from(args, skipped: list[int]) -> tuple[list[dict[str, Any]], str]:
+    """Queries from the command line's paths, else from stdin (`skipped` gets the numbers of the
+    input lines that were no record); and the folder their paths are under."""
     if args.queries:
         return [{"image": path} for path in args.queries], ""
-    return list(mark_duplicates(parse_records(sys.stdin))), args.base_image_path
+    return list(mark_duplicates(parse_records(sys.stdin, skipped=skipped))), args.base_image_path
 
 
 def build_parser():
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) is not None:
             log.warning("%s: --%s is ignored: the model's training.json sets the query size", STAGE, flag)
 
-    records, base = query_records_from(args)
+    skipped: list[int] = []
+    records, base = query_records_from(args, skipped)
     good = [record for record in records if "error" not in record]
     try:
         options = dict(
@@ -204,5 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         save_recommendations(path, rows, tile=args.tile, columns=args.top_k)
         log.info("%s: wrote %s", STAGE, path)
     failed = sum("error" in record for record in records)
-    log.info("%s: %d queries, %d failed", STAGE, len(records), failed)
-    return 1 if failed else 0
+    unread = f", {len(skipped)} input(s) not a record (lines {', '.join(map(str, sorted(set(skipped))))})"
+    unread = unread if skipped else ""
+    log.info("%s: %d queries, %d failed%s", STAGE, len(records), failed, unread)
+    return 1 if failed or skipped else 0

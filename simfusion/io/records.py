@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,9 @@ class RecordError(ValueError):
     """A record that cannot be processed: becomes its `error`, never a crash."""
 
 
-def parse_records(stream: IO[str] | IO[bytes] | Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
+def parse_records(
+    stream: IO[str] | IO[bytes] | Iterable[str | bytes], *, skipped: list[int] | None = None
+) -> Iterator[dict[str, Any]]:
     """Yield records from JSON lines, or from one JSON array spread over several lines.
 
     Each line is read on its own (a text stream with a byte buffer, like sys.stdin, is read as bytes,
@@ -28,13 +31,15 @@ def parse_records(stream: IO[str] | IO[bytes] | Iterable[str | bytes]) -> Iterat
     line that is not UTF-8, not JSON, nested deeper than MAX_DEPTH, or not an object is logged
     with its line number and skipped; the other lines still come out. Input whose first line opens
     an array without closing it is one array: its items come out, and if it breaks off, a record
-    with an `error` saying from which line the input was left unread.
+    with an `error` saying from which line the input was left unread. `skipped`, when given, gets
+    the line number of each line or array item skipped, so a command can count them as failures.
     """
+    skip = functools.partial(_skip, skipped)
     lines = enumerate(_text_lines(stream), 1)
     first = True
     for number, line in lines:
         if line is None:
-            _skip(number, "is not valid UTF-8")
+            skip(number, "is not valid UTF-8")
             continue
         if number == 1:
             line = line.removeprefix(BOM)
@@ -42,10 +47,10 @@ def parse_records(stream: IO[str] | IO[bytes] | Iterable[str | bytes]) -> Iterat
             continue
         # only the first line may open an array over many lines; later, a cut line is just bad
         if first and line.lstrip().startswith("[") and _incomplete(line):
-            yield from _parse_array(line, lines, first_line=number)
+            yield from _parse_array(line, lines, first_line=number, skip=skip)
             return
         first = False
-        yield from _parse_line(line, number)
+        yield from _parse_line(line, number, skip)
 
 
 BOM = "\ufeff"
@@ -66,8 +71,10 @@ def _text_lines(stream: IO[str] | IO[bytes] | Iterable[str | bytes]) -> Iterator
         yield line
 
 
-def _skip(number: int, why: str) -> None:
+def _skip(skipped: list[int] | None, number: int, why: str) -> None:
     log.error("input: line %d %s; skipped", number, why)
+    if skipped is not None:
+        skipped.append(number)
 
 
 def _incomplete(line: str) -> bool:
@@ -81,21 +88,21 @@ def _incomplete(line: str) -> bool:
     return False
 
 
-def _parse_line(line: str, number: int) -> Iterator[dict[str, Any]]:
+def _parse_line(line: str, number: int, skip: Callable[[int, str], None]) -> Iterator[dict[str, Any]]:
     try:
         value = json.loads(line)
     except RecursionError:
-        _skip(number, "is nested too deeply")
+        skip(number, "is nested too deeply")
         return
     except ValueError as exc:  # JSONDecodeError, or an integer over Python's digit limit
-        _skip(number, f"is not valid JSON ({getattr(exc, 'msg', exc)})")
+        skip(number, f"is not valid JSON ({getattr(exc, 'msg', exc)})")
         return
     items = value if isinstance(value, list) else [value]
     for position, item in enumerate(items, 1):
         where = f"item {position} " if isinstance(value, list) else ""
         why = _unusable(item)
         if why:
-            _skip(number, f"{where}{why}")
+            skip(number, f"{where}{why}")
         else:
             yield item
 
@@ -127,7 +134,7 @@ def _depth(value: Any) -> int:
 
 
 def _parse_array(
-    first: str, lines: Iterator[tuple[int, str | None]], *, first_line: int
+    first: str, lines: Iterator[tuple[int, str | None]], *, first_line: int, skip: Callable[[int, str], None]
 ) -> Iterator[dict[str, Any]]:
     """The items of one JSON array; where it breaks off, an error record for the unread rest.
 
@@ -140,11 +147,13 @@ def _parse_array(
         elif cut is None:
             text.append(line)
     if cut is not None:
-        _skip(cut, "is not valid UTF-8: the JSON array is read up to it")
-    yield from _array_items("".join(text), first_line=first_line, last_line=last)
+        skip(cut, "is not valid UTF-8: the JSON array is read up to it")
+    yield from _array_items("".join(text), first_line=first_line, last_line=last, skip=skip)
 
 
-def _array_items(text: str, *, first_line: int, last_line: int) -> Iterator[dict[str, Any]]:
+def _array_items(
+    text: str, *, first_line: int, last_line: int, skip: Callable[[int, str], None]
+) -> Iterator[dict[str, Any]]:
     decoder = json.JSONDecoder()
     space = re.compile(r"\s*")
     at = space.match(text).end() + 1  # past "["
@@ -166,7 +175,7 @@ def _array_items(text: str, *, first_line: int, last_line: int) -> Iterator[dict
         line = first_line + text.count("\n", 0, at)
         why = _unusable(item)
         if why:
-            log.error("input: array item %d (line %d) %s; skipped", position, line, why)
+            skip(line, f"(array item {position}) {why}")
         else:
             yield item
         at = space.match(text, at).end()
@@ -210,6 +219,9 @@ def record_path(record: dict[str, Any]) -> str:
         value = record.get(key)
         if isinstance(value, str) and value:
             return value
+    for key in PATH_KEYS:
+        if record.get(key) not in (None, ""):
+            raise RecordError(f"`{key}` must be an image path (a string), not {type(record[key]).__name__}")
     raise RecordError("record has no image path (`image` or `path`)")
 
 

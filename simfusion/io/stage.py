@@ -39,10 +39,18 @@ def map_records(records: list[Record], stage: str, fn: Callable[[Record], Record
         try:
             result = fn(record)
         except RECORD_FAILURES as exc:
-            log.warning("%s: %s", stage, exc)
+            log.warning("%s: record %s: %s", stage, _name(record), exc)
             result = set_error(record, stage, exc)
         out.append(record if result is None else result)
     return out
+
+
+def _name(record: Record) -> str:
+    """How a log line names a record: its id, else its image, else that it has neither."""
+    for key in ("id", "image_id", "image", "path"):
+        if record.get(key) not in (None, ""):
+            return repr(record[key])
+    return "(no id)"
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,8 @@ class Catalog:
             for view in views:
                 maps[view][row] = best_maps[view]
             chosen[row] = records[row]["query_box"] = box
-            log.info("query %d: detection unsure; answered from crop %s of %d", row + 1, box, len(boxes))
+            name = records[row].get("id") or records[row].get("image") or row + 1
+            log.info("query %s: detection unsure; answered from crop %s of %d", name, box, len(boxes))
         return chosen
 
     def crop_maps(

@@ -1,5 +1,6 @@
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -146,6 +147,17 @@ def test_unreadable_query_gives_an_error_record_and_exit_1(tmp_path, cli):
     assert all("error" in record and "results" not in record for record in out)
     assert out[0]["error"].startswith("predict: no such file") and "cannot read image" in out[1]["error"]
     assert "no image path" in out[2]["error"]
+
+
+def test_input_that_is_no_record_at_all_exits_1_not_0(tmp_path, cli, caplog):
+    caplog.set_level(logging.INFO)
+    synthetic_model(tmp_path)
+    code, out, _ = cli(main, ["--model_save_path", str(tmp_path)], "not json\n[1, 2]\n")
+    assert code == 1 and out == []  # before: "0 queries, 0 failed" and exit 0
+    assert "0 queries, 0 failed, 3 input(s) not a record (lines 1, 2)" in caplog.text
+    code, out, _ = cli(main, ["--model_save_path", str(tmp_path)], json.dumps({"id": "q", "image": 123}))
+    assert code == 1 and out[0]["error"] == "predict: `image` must be an image path (a string), not int"
+    assert "record 'q': `image` must be" in caplog.text  # the log names the record
 
 
 # ---------------------------------------------------------------- end to end with a tiny trained model

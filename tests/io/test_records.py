@@ -40,6 +40,9 @@ def test_bad_line_is_reported_with_its_number_and_skipped(caplog):
     assert [r["id"] for r in records] == ["a", "c"]
     assert "line 2" in caplog.text
     assert "line 3" in caplog.text
+    skipped = []
+    list(parse_records(io.StringIO('{broken\n{"id": "b"}\n[1, {"id": "c"}]\n'), skipped=skipped))
+    assert skipped == [1, 3]  # a command counts them: line 3's first item is no object
 
 
 def test_bad_array_gives_its_good_items_and_an_error_record(caplog):
