@@ -256,13 +256,13 @@ def _catalog_routes(app, ctx: Context, metrics: Metrics) -> None:
     @app.post("/duplicates")
     async def duplicates(request: Request):
         body = await ctx.read_json(request)
-        try:
-            threshold = float(body.get("threshold", DEFAULT_THRESHOLD))
-            most = int(body.get("max_per_item", MAX_PER_ITEM))
-            views = ctx.options_of(body)["views"]
-            weights = ctx.options_of(body)["weights"]
-        except (TypeError, ValueError) as exc:
-            raise ApiError(422, str(exc)) from None
+        threshold, most = body.get("threshold", DEFAULT_THRESHOLD), body.get("max_per_item", MAX_PER_ITEM)
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not -1 <= threshold <= 1:
+            raise ApiError(422, f"threshold must be a number from -1 to 1 (a cosine), not {threshold!r}")
+        if isinstance(most, bool) or not isinstance(most, int) or most < 1:
+            raise ApiError(422, f"max_per_item must be a whole number of at least 1, not {most!r}")
+        options = ctx.options_of(body)
+        views, weights = options["views"], options["weights"]
 
         def find():
             return ctx.service.duplicates(

@@ -137,6 +137,11 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(server):
         "crops must be one of guided, detector, not 'everywhere'",
     )
     assert post("/duplicates", json={"threshold": 2})[0] == 422
+    assert post("/duplicates", json={"threshold": "x"}) == (
+        422,
+        "threshold must be a number from -1 to 1 (a cosine), not 'x'",
+    )
+    assert post("/duplicates", json={"max_per_item": 0})[0] == 422
     health = requests.get(server + "/health", timeout=30)
     assert health.status_code == 200 and health.json()["status"] == "ok"
 
