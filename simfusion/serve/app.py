@@ -106,9 +106,9 @@ class Context:
         if problem:
             raise ApiError(*problem)
 
-    def options_of(self, params) -> dict[str, Any]:
+    def options_of(self, params, *, also: tuple[str, ...] = ()) -> dict[str, Any]:
         try:
-            return search_options(params, self.service.views())
+            return search_options(params, self.service.views(), also=also)
         except (ValueError, UnknownViewError) as exc:
             raise ApiError(422, str(exc)) from None
 
@@ -202,7 +202,7 @@ def _search_routes(app, ctx: Context) -> None:
         key = body.get("id")
         if not isinstance(key, str | int) or isinstance(key, bool) or key == "":
             raise ApiError(400, 'send an image (multipart field `image`) or JSON {"id": "<catalog id>"}')
-        options = ctx.options_of(_merged(request.query_params, body))
+        options = ctx.options_of(_merged(request.query_params, body), also=("id",))
         try:
             return json_response(await ctx.run(lambda: ctx.service.search_id(str(key), options)))
         except KeyError:
@@ -261,7 +261,7 @@ def _catalog_routes(app, ctx: Context, metrics: Metrics) -> None:
             raise ApiError(422, f"threshold must be a number from -1 to 1 (a cosine), not {threshold!r}")
         if isinstance(most, bool) or not isinstance(most, int) or most < 1:
             raise ApiError(422, f"max_per_item must be a whole number of at least 1, not {most!r}")
-        options = ctx.options_of(body)
+        options = ctx.options_of(body, also=("threshold", "max_per_item"))
         views, weights = options["views"], options["weights"]
 
         def find():

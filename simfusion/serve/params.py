@@ -16,6 +16,11 @@ from simfusion.search.vectors import check_views, parse_weights
 
 MAX_TOP_K = 1000
 DEFAULT_TOP_K = 10
+# every parameter a search takes; anything else (a typo such as `topk`) is refused, not ignored
+PARAMETERS = (
+    "top_k", "filter", "exclude_ids", "boost", "same_category", "category_key", "views", "weights",
+    "candidates", "crops", "rerank",
+)  # fmt: skip
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 
@@ -85,8 +90,15 @@ def joined(params: Mapping[str, Any], name: str) -> str | None:
     return ",".join(parts) if parts else None
 
 
-def search_options(params: Mapping[str, Any], index_views: Sequence[str]) -> dict[str, Any]:
-    """The keyword options of Catalog.search_images / search_ids for these request parameters."""
+def search_options(
+    params: Mapping[str, Any], index_views: Sequence[str], *, also: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The keyword options of Catalog.search_images / search_ids for these request parameters
+    (`also`: the other parameters the endpoint takes itself, such as `id`)."""
+    unknown = sorted(set(params) - set(PARAMETERS) - set(also))
+    if unknown:
+        known = ", ".join(sorted((*PARAMETERS, *also)))
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}: use {known}")
     try:
         rules = Rules(
             filters=parse_filters(texts(params, "filter")),
