@@ -182,6 +182,8 @@ def _search_routes(app, ctx: Context) -> None:
         kind = request.headers.get("content-type", "")
         if kind.startswith("multipart/form-data"):
             form = await ctx.read_form(request)
+            if len(form.getlist("image")) > 1:
+                raise ApiError(400, "send one query image a search (POST /items adds many)")
             upload = form.get("image")
             if upload is None or isinstance(upload, str):
                 raise ApiError(400, "send the query image as the multipart file field `image`")

@@ -120,6 +120,8 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(server):
 
     assert post(files={"image": ("photo.jpg", b"\xff\xd8 not really a jpeg")})[0] == 415
     assert post(files={"image": ("photo.png", b"")}) == (400, "the uploaded image is empty")
+    two = [("image", ("a.png", b"abc")), ("image", ("b.png", b"def"))]
+    assert post(files=two) == (400, "send one query image a search (POST /items adds many)")
     assert post(files={"other": ("photo.png", b"abc")})[0] == 400
     status, error = post(files={"image": ("big.jpg", b"\0" * (20 * 2**20 + 1))})
     assert status == 413 and "20 MiB" in error
