@@ -203,7 +203,9 @@ def parse_weights(text: str | None, views: Sequence[str]) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"weight of {view!r} is not a number: {value!r}") from None
         if not weights[view] > 0:
-            raise ValueError(f"weight of {view!r} must be > 0 (leave a view out by naming the others in views instead)")
+            raise ValueError(
+                f"weight of {view!r} must be > 0 (leave a view out by naming the others in views instead)"
+            )
     return weights
 
 

@@ -41,6 +41,7 @@ STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 REQUEST_TIMEOUT = 60.0  # seconds a request's work may take before it is answered with 504
 READ_TIMEOUT = 60.0  # seconds a client may take to send its request body (408 after)
 MAX_FILES = 64  # images in one POST /items
+DUPLICATES_PARAMETERS = ("max_per_item", "threshold", "views", "weights")  # POST /duplicates takes these only
 
 
 class ApiError(Exception):
@@ -263,6 +264,10 @@ def _catalog_routes(app, ctx: Context, metrics: Metrics) -> None:
             raise ApiError(422, f"threshold must be a number from -1 to 1 (a cosine), not {threshold!r}")
         if isinstance(most, bool) or not isinstance(most, int) or most < 1:
             raise ApiError(422, f"max_per_item must be a whole number of at least 1, not {most!r}")
+        unknown = sorted(set(body) - set(DUPLICATES_PARAMETERS))
+        if unknown:
+            known = ", ".join(DUPLICATES_PARAMETERS)
+            raise ApiError(422, f"unknown parameter(s) {', '.join(unknown)}: use {known}")
         options = ctx.options_of(body, also=("threshold", "max_per_item"))
         views, weights = options["views"], options["weights"]
 
@@ -279,7 +284,11 @@ def _catalog_routes(app, ctx: Context, metrics: Metrics) -> None:
 
     @app.get("/categories")
     async def categories(key: str = "category"):
-        return json_response({"key": key, "values": await ctx.run(lambda: ctx.service.categories(key))})
+        try:
+            found = await ctx.run(lambda: ctx.service.categories(key))
+        except ValueError as exc:  # a field that names server files
+            raise ApiError(422, str(exc)) from None
+        return json_response({"key": key, "values": found})
 
     @app.get("/health")
     async def health():

@@ -32,14 +32,16 @@ from simfusion.io.records import field_text, record_id, set_error
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.search.catalog import Catalog
 from simfusion.search.duplicates import find_duplicates
+from simfusion.views.saliency import VIEW_NAMES as SALIENCY_VIEWS
 
 log = logging.getLogger(__name__)
 
 STAGE = "serve"
 UPLOADS = "uploads"
 # keys of a record that name server files: a client may not set them, and no answer shows them (items
-# are named by id; GET /items/{id}/image has the picture)
+# are named by id; GET /items/{id}/image has the picture); the saliency stage's views name files too
 PATH_KEYS = ("image", "path", "image_path", "thumbnail")
+HIDDEN_KEYS = (*PATH_KEYS, *SALIENCY_VIEWS)
 PICTURE_SIZE = 256  # largest side of the pictures GET /items/{id}/image answers with
 
 
@@ -152,7 +154,10 @@ class Service:
         return _picture(path, stamp.st_mtime_ns, stamp.st_size, size)
 
     def categories(self, key: str = "category") -> list[str]:
-        """The distinct values of a record field over the catalog, sorted (read once per version)."""
+        """The distinct values of a record field over the catalog, sorted (read once per version);
+        ValueError for a field that names server files."""
+        if key in HIDDEN_KEYS:
+            raise ValueError(f"{key!r} names server files, not categories")
         with self.lock.read():
             if key not in self._categories:
                 with FeatureStore(store_path(self.catalog.path)) as store:
@@ -203,7 +208,7 @@ class Service:
             return summary
 
     def _prepare(self, upload: Upload, seen: set[str]) -> dict[str, Any]:
-        record = {key: value for key, value in upload.record.items() if key not in PATH_KEYS}
+        record = {key: value for key, value in upload.record.items() if key not in HIDDEN_KEYS}
         try:
             key = record_id(record)
         except ValueError:
@@ -241,7 +246,7 @@ def upload_name(key: str, suffix: str) -> str:
 
 def public(answer: Mapping[str, Any]) -> dict[str, Any]:
     """A record, or an answer and its hits, without the keys that name server files."""
-    out = {key: value for key, value in answer.items() if key not in PATH_KEYS}
+    out = {key: value for key, value in answer.items() if key not in HIDDEN_KEYS}
     if isinstance(out.get("results"), list):
         out["results"] = [public(hit) if isinstance(hit, Mapping) else hit for hit in out["results"]]
     return out

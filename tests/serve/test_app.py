@@ -137,6 +137,13 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(server):
     status, error = post("/search?topk=3", json={"id": "item-001"})  # a typo is refused, not ignored
     assert status == 422 and error.startswith("unknown parameter(s) topk: use boost, candidates, ")
     assert post("/duplicates", json={"treshold": 0.9})[0] == 422
+    assert post("/duplicates", json={"top_k": 3}) == (
+        422,
+        "unknown parameter(s) top_k: use max_per_item, threshold, views, weights",
+    )
+    for key in ("image", "thumbnail", "saliency"):  # fields that name server files are no categories
+        answer = requests.get(f"{server}/categories?key={key}", timeout=30)
+        assert answer.status_code == 422 and "names server files" in answer.json()["error"]
     assert post("/search?crops=everywhere", json={"id": "item-001"}) == (
         422,
         "crops must be one of guided, detector, not 'everywhere'",
@@ -294,3 +301,18 @@ def test_serve_py_writes_its_access_log_to_stderr_not_stdout(capfd):
     finally:
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
             logging.getLogger(name).handlers.clear()
+
+
+def test_answers_lose_every_key_that_names_a_server_file():
+    answer = {
+        "upload": "q.jpg",
+        "thumbnail": "/srv/out/views/thumbnail/q.png",
+        "results": [
+            {"id": "b", "score": 0.9, "category": "bag", "image": "bags/b.jpg", "saliency": "/srv/s/b.png"},
+            {"id": "c", "score": 0.8, "edges": "/srv/e/c.png", "foreground": "/srv/f/c.png"},
+        ],
+    }
+    assert public(answer) == {
+        "upload": "q.jpg",
+        "results": [{"id": "b", "score": 0.9, "category": "bag"}, {"id": "c", "score": 0.8}],
+    }
