@@ -22,6 +22,7 @@ another 0.048 (-> 0.4845).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,8 +35,9 @@ WINDOW_SCALES = (0.35, 0.5, 0.7)  # window sides, as shares of the image's short
 # window apart (56 crops) 0.4245. Clean queries the detector is unsure of were not hurt (300 of
 # them: 0.8020 -> 0.8033); a guided query costs about 1.5 times as long.
 WINDOW_STEP = 1 / 3
-# A square 320 px photo has 36, 16 and 4 windows at the three scales; a 16:9 one 78 at the first.
-MAX_WINDOWS_PER_SCALE = 64
+# A square 320 px photo has 36, 16 and 4 windows at the three scales, a 16:9 one 78 and a 2:1 one 90 at
+# the first: photos keep them all; a long thin image's windows spread further apart instead.
+MAX_WINDOWS_PER_SCALE = 96
 # A crop's fit: the mean fused similarity of its best FIT_TOP catalog matches. Scene queries (seed
 # 0, 200 queries, windows a third apart): 3 matches P@10 0.416, 5 0.437, 10 0.461, 20 0.485, 40
 # 0.491; seed 1, 600 queries: 5 0.436, 20 0.471. Clean unsure queries: 0.8033 (5), 0.8047 (20).
@@ -80,16 +82,24 @@ def window_boxes(height: int, width: int, *, scales: Sequence[float] = WINDOW_SC
         if side < 8:
             continue
         step = max(1, round(side * WINDOW_STEP))
-        rows, cols = (len(range(0, length - side + 1, step)) for length in (height, width))
-        if rows * cols > MAX_WINDOWS_PER_SCALE:  # only the long side has many
-            if rows > cols:
-                rows = max(1, MAX_WINDOWS_PER_SCALE // cols)
-            else:
-                cols = max(1, MAX_WINDOWS_PER_SCALE // rows)
+        rows, cols = _capped(*(len(range(0, length - side + 1, step)) for length in (height, width)))
         for y in _starts(height, side, step, rows):
             for x in _starts(width, side, step, cols):
                 out.append([x, y, x + side, y + side])
     return out
+
+
+def _capped(rows: int, cols: int, cap: int | None = None) -> tuple[int, int]:
+    """Window rows and columns of one scale, at most `cap` (MAX_WINDOWS_PER_SCALE) together: fewer
+    along the side that has more, not below the other side's count; then fewer along both."""
+    cap = cap or MAX_WINDOWS_PER_SCALE
+    if rows * cols <= cap:
+        return rows, cols
+    small = min(rows, cols)
+    big = max(small, cap // small)
+    if big * small > cap:  # many windows both ways (a tiny scale): a square grid
+        big = small = math.isqrt(cap)
+    return (big, small) if rows >= cols else (small, big)
 
 
 def _starts(length: int, side: int, step: int, count: int) -> list[int]:

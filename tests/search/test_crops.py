@@ -34,6 +34,9 @@ def test_windows_cover_the_image_at_each_scale():
 
 def test_a_long_thin_image_gets_windows_spread_out_not_thousands_of_them():
     assert len(window_boxes(320, 320)) == 1 + 36 + 16 + 4  # a square photo: every scale at its step
+    assert len(window_boxes(1080, 1920)) == 121 and len(window_boxes(320, 640)) == 143  # photos keep theirs
+    tiny = np.array(window_boxes(1000, 1000, scales=(0.05,))[1:])  # many both ways: a square grid
+    assert len(tiny) <= MAX_WINDOWS_PER_SCALE and len(set(tiny[:, 0])) == len(set(tiny[:, 1])) > 1
     for height, width in ((30, 2900), (2900, 30), (100, 10000)):
         boxes = window_boxes(height, width)
         assert len(boxes) <= 1 + MAX_WINDOWS_PER_SCALE * len(WINDOW_SCALES)  # 9,885 at 30 x 2,900 before
