@@ -7,15 +7,18 @@
 # TensorFlow sees a GPU the defaults also train the student view; cpu trains nothing), EPOCHS (train.py's:
 # 20 a trained view on the cpu profile, 100 ended by the time budget on gpu), TIME_BUDGET (seconds a
 # trained view; 600 on gpu), OBJECTIVE, FUSION_ARGS (extra fusion.py flags), PYTHON (default: the repo's
-# .venv if there is one and no environment is active, else python3).
+# .venv if there is one and no virtualenv or conda environment
+# other than base is active, else python3).
 # Every stage's records are kept in OUT_DIR, so a failed record can be traced.
 set -euo pipefail
 records=${1:-local_test_data/catalog.jsonl}
 out=${2:-out}
 base=$(dirname "$records")
 here=$(cd "$(dirname "$0")" && pwd)
-# the environment `make demo` made, unless PYTHON names another or one is active
-if [[ -z "${PYTHON:-}" && -z "${VIRTUAL_ENV:-}" && -x "$here/.venv/bin/python" ]]; then PYTHON=$here/.venv/bin/python; fi
+# the environment `make demo` made, unless PYTHON names another or a virtualenv or conda env (not base) is active
+if [[ -z "${PYTHON:-}${VIRTUAL_ENV:-}" && "${CONDA_DEFAULT_ENV:-base}" == base && -x "$here/.venv/bin/python" ]]; then
+    PYTHON=$here/.venv/bin/python
+fi
 py=${PYTHON:-python3}
 size=(--im_height "${IM_HEIGHT:-128}" --im_width "${IM_WIDTH:-128}" --im_channel "${IM_CHANNEL:-3}")
 mkdir -p "$out"

@@ -245,13 +245,18 @@ def tuned_settings(args, views: list[str] | None) -> dict | None:
 def add_main(args) -> int:
     """--add: encode the records on stdin in memory, append them to the store and the index."""
     catalog = Catalog.open(args.model_save_path, detector=args.detector)
-    records = list(mark_duplicates(parse_records(sys.stdin)))
+    skipped: list[int] = []
+    records = list(mark_duplicates(parse_records(sys.stdin, skipped=skipped)))
     records = catalog.add(records, base_path=args.base_image_path, batch_size=args.batch_size, stage=STAGE)
     for record in records:
         write_record(record, sys.stdout)
     indexed = sum(bool(record.get("indexed")) for record in records)
     failed = sum("error" in record for record in records)
     log.info(
-        "add: %d records indexed, %d with errors; the index holds %d items", indexed, failed, len(catalog)
+        "add: %d records indexed, %d with errors, %d input(s) not a record; the index holds %d items",
+        indexed,
+        failed,
+        len(skipped),
+        len(catalog),
     )
-    return 1 if failed else 0
+    return 1 if failed or skipped else 0

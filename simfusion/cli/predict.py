@@ -205,7 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         save_recommendations(path, rows, tile=args.tile, columns=args.top_k)
         log.info("%s: wrote %s", STAGE, path)
     failed = sum("error" in record for record in records)
-    unread = f", {len(skipped)} input(s) not a record (lines {', '.join(map(str, sorted(set(skipped))))})"
-    unread = unread if skipped else ""
-    log.info("%s: %d queries, %d failed%s", STAGE, len(records), failed, unread)
+    log.info("%s: %d queries, %d failed%s", STAGE, len(records), failed, unread_lines(skipped))
     return 1 if failed or skipped else 0
+
+
+def unread_lines(skipped: list[int], *, named: int = 10) -> str:
+    """What the summary says of the input lines that were no record: how many, and the first few."""
+    if not skipped:
+        return ""
+    lines = sorted(set(skipped))
+    more = ", ..." if len(lines) > named else ""
+    return f", {len(skipped)} input(s) not a record (lines {', '.join(map(str, lines[:named]))}{more})"

@@ -200,6 +200,10 @@ def test_end_to_end_query_add_remove_and_montage(trained, cli, tmp_path):
     assert code == 0 and all(
         record["indexed"] and record["note"] == "already in the catalog" for record in out
     )
+    code, out, _ = cli(  # a line that is no record fails the add, as it fails predict.py
+        fusion_main, ["--model_save_path", model, "--add", "--base_image_path", SAMPLE_DATA], added + "\n{cut"
+    )
+    assert code == 1 and all(record["indexed"] for record in out) and len(out) == len(held_out)
     changed = "\n".join(json.dumps({**record, "price": -1}) for record in held_out)
     code, out, _ = cli(
         fusion_main, ["--model_save_path", model, "--add", "--base_image_path", SAMPLE_DATA], changed

@@ -301,6 +301,7 @@ def test_serve_py_writes_its_access_log_to_stderr_not_stdout(capfd):
     finally:
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
             logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
 
 
 def test_answers_lose_every_key_that_names_a_server_file():
