@@ -48,9 +48,18 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 32) 
     """Batch size, overwrite and logging flags common to the stages."""
     parser.add_argument("--batch_size", type=positive_int, default=batch_size, help="records per batch")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
-    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    add_log_level_argument(parser)
     parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
     add_distributor_arguments(parser)
+
+
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log_level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="of the log on stderr",
+    )
 
 
 def add_distributor_arguments(parser: argparse.ArgumentParser) -> None:

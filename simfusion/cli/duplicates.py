@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from simfusion.cli.common import HelpFormatter, configure_logging, positive_int
+from simfusion.cli.common import HelpFormatter, add_log_level_argument, configure_logging, positive_int
 from simfusion.io.records import write_record
 from simfusion.io.store import StoreFormatError
 from simfusion.search.catalog import Catalog
@@ -58,7 +58,7 @@ def build_parser():
     parser.add_argument("--views", help="compare with these views only (default: the index's)")
     parser.add_argument("--weights", help="per-view weights, e.g. thumbnail=1,edges=0.5")
     parser.add_argument("--groups_only", action="store_true", help="leave out items with no duplicate")
-    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    add_log_level_argument(parser)
     return parser
 
 

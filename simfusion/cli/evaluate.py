@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from simfusion.cli.common import HelpFormatter, configure_logging
+from simfusion.cli.common import HelpFormatter, add_log_level_argument, configure_logging
 from simfusion.evaluate.protocol import BASELINES, evaluate_store
 from simfusion.evaluate.report import format_table, plot_results
 from simfusion.search.graph import REORDERS
@@ -32,8 +32,18 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of the query draw")
     parser.add_argument("--views", help="comma-separated views (default: every view of the store)")
     parser.add_argument("--weights", help="per-view weights of the fusion, e.g. thumbnail=1,edges=0.5")
-    parser.add_argument("--fusion", choices=FUSIONS, default="early")
-    parser.add_argument("--pooling", default="avgmax", choices=("avgmax", "avg", "max", "gem", "flatten"))
+    parser.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        default="early",
+        help="how the views' scores are fused (simfusion/search/index.py)",
+    )
+    parser.add_argument(
+        "--pooling",
+        default="avgmax",
+        choices=("avgmax", "avg", "max", "gem", "flatten"),
+        help="how a trained view's feature maps become a vector",
+    )
     parser.add_argument("--whiten", action="store_true", help="PCA-whiten each view, fitted on the catalog")
     parser.add_argument("--baselines", default=",".join(BASELINES), help="baselines to add ('' for none)")
     parser.add_argument("--base_image_path", default=".", help="folder relative thumbnail paths start from")
@@ -45,7 +55,7 @@ def build_parser():
     )
     parser.add_argument("--json", help="also write the results as JSON here")
     parser.add_argument("--plot", help="also draw the results as a bar chart (PNG) here")
-    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    add_log_level_argument(parser)
     return parser
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from simfusion.cli.common import HelpFormatter, configure_logging, positive_int
+from simfusion.cli.common import HelpFormatter, add_log_level_argument, configure_logging, positive_int
 from simfusion.io.lock import write_lock
 from simfusion.io.records import (
     RecordError,
@@ -116,7 +116,7 @@ def build_parser():
     )
     parser.add_argument("--detector", help="object detector for --add (default: the one training used)")
     parser.add_argument("--batch_size", type=positive_int, default=32, help="images encoded at once by --add")
-    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    add_log_level_argument(parser)
     return parser
 
 

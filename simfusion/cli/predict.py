@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from simfusion.cli.common import HelpFormatter, configure_logging, positive_int
+from simfusion.cli.common import HelpFormatter, add_log_level_argument, configure_logging, positive_int
 from simfusion.io.montage import (
     montage_rows,
     save_recommendations,
@@ -129,7 +129,7 @@ def build_parser():
     for flag in ("--im_height", "--im_width", "--im_channel"):
         parser.add_argument(flag, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch_size", type=positive_int, default=16, help="queries encoded at once")
-    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    add_log_level_argument(parser)
     return parser
 
 

@@ -8,7 +8,7 @@ import os
 import shlex
 from collections import Counter
 
-from simfusion.cli.common import configure_logging, positive_int
+from simfusion.cli.common import add_log_level_argument, configure_logging, positive_int
 from simfusion.data.fashion_mnist import load_fashion_mnist
 from simfusion.data.sample import (
     JPEG_QUALITY,
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the selection and the fake prices")
     parser.add_argument("--fashion_mnist", help="folder of the Fashion-MNIST idx files (default: Debian's)")
-    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    add_log_level_argument(parser)
     return parser
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from simfusion.cli.common import HelpFormatter, configure_logging, positive_int
+from simfusion.cli.common import HelpFormatter, add_log_level_argument, configure_logging, positive_int
 from simfusion.io.store import StoreFormatError
 from simfusion.search.index import IndexFileError
 from simfusion.serve.limits import API_KEY_ENV, MAX_UPLOAD_BYTES
@@ -51,7 +51,7 @@ def build_parser():
     parser.add_argument("--detector", help="object detector for queries (default: the one training used)")
     parser.add_argument("--edges", choices=("hed", "canny"), help="edge method of the edges view")
     parser.add_argument("--no_warm", action="store_true", help="load the models on the first query instead")
-    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    add_log_level_argument(parser)
     return parser
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 
-from simfusion.cli.common import HelpFormatter, add_distributor_arguments, configure_logging, positive_int
+from simfusion.cli.common import (
+    HelpFormatter,
+    add_distributor_arguments,
+    add_log_level_argument,
+    configure_logging,
+    positive_int,
+)
 from simfusion.io.records import mark_duplicates, parse_records, write_record
 from simfusion.learn.data import TooFewImagesError
 from simfusion.learn.device import GPU_EPOCHS, GPU_TIME_BUDGET, GPU_VIEWS, PROFILES, gpu_names, plan_training
@@ -50,7 +56,9 @@ def add_training_arguments(parser) -> None:
         f"--time_budget (default {GPU_TIME_BUDGET:.0f} s); auto (default): gpu where TensorFlow sees a "
         "GPU. --views, --epochs and --time_budget override it",
     )
-    parser.add_argument("--batch_size", type=positive_int, default=TrainOptions.batch_size)
+    parser.add_argument(
+        "--batch_size", type=positive_int, default=TrainOptions.batch_size, help="images a training step"
+    )
     parser.add_argument("--latent", type=positive_int, default=TrainOptions.latent, help="latent channels")
     parser.add_argument(
         "--objective",
@@ -58,16 +66,30 @@ def add_training_arguments(parser) -> None:
         default=TrainOptions.objective,
         help="what the autoencoders learn from (see simfusion/learn/autoencoder.py)",
     )
-    parser.add_argument("--validation_split", type=float, default=TrainOptions.validation_split)
+    parser.add_argument(
+        "--validation_split",
+        type=float,
+        default=TrainOptions.validation_split,
+        help="share of the images held out to stop training early",
+    )
     parser.add_argument(
         "--patience", type=positive_int, default=TrainOptions.patience, help="early stopping patience"
     )
-    parser.add_argument("--learning_rate", type=float, default=TrainOptions.learning_rate)
-    parser.add_argument("--contrastive_weight", type=float, default=TrainOptions.contrastive_weight)
+    parser.add_argument(
+        "--learning_rate", type=float, default=TrainOptions.learning_rate, help="Adam's learning rate"
+    )
+    parser.add_argument(
+        "--contrastive_weight",
+        type=float,
+        default=TrainOptions.contrastive_weight,
+        help="the contrastive loss's weight beside the reconstruction's (--objective contrastive)",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue from the checkpoints of an earlier run"
     )
-    parser.add_argument("--seed", type=int, default=TrainOptions.seed)
+    parser.add_argument(
+        "--seed", type=int, default=TrainOptions.seed, help="seed of the weights, splits and augmentations"
+    )
     parser.add_argument(
         "--hed_block", choices=HED_BLOCKS, help="HED backbone block of hed_vgg16 (default block3)"
     )
@@ -111,8 +133,10 @@ def build_parser():
         "with a warning, where the COCO model cache is not fetched)",
     )
     add_training_arguments(parser)
-    parser.add_argument("--encode_batch_size", type=positive_int, default=64)
-    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument(
+        "--encode_batch_size", type=positive_int, default=64, help="images a batch when encoding the views"
+    )
+    add_log_level_argument(parser)
     parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
     add_distributor_arguments(parser)  # the encoding pass: shards on Ray workers
     return parser

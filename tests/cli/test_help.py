@@ -30,3 +30,13 @@ def test_the_stages_defaults_are_in_their_help():
     detect = help_of("detect")  # takes the prototype's size flags, and says it does not use them
     assert "--im_height IM_HEIGHT thumbnail height in pixels (accepted for the prototype's" in detect
     assert "not used here" in detect
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_flag_says_what_it_does(name):
+    parser = importlib.import_module(f"simfusion.cli.{name}").build_parser()
+    bare = [
+        action.option_strings[0] for action in parser._actions if action.option_strings and not action.help
+    ]
+    assert not bare, f"{name} --help leaves {', '.join(bare)} unexplained"
+    assert "--log_level {DEBUG,INFO,WARNING,ERROR} of the log on stderr (default: INFO)" in help_of(name)
