@@ -38,6 +38,28 @@ def parse_views(text: str) -> tuple[str, ...]:
     return views
 
 
+def add_optimiser_arguments(parser) -> None:
+    """How a trained view's optimiser runs: validation split, patience, learning rate, loss weight."""
+    parser.add_argument(
+        "--validation_split",
+        type=float,
+        default=TrainOptions.validation_split,
+        help="share of the images held out to stop training early",
+    )
+    parser.add_argument(
+        "--patience", type=positive_int, default=TrainOptions.patience, help="early stopping patience"
+    )
+    parser.add_argument(
+        "--learning_rate", type=float, default=TrainOptions.learning_rate, help="Adam's learning rate"
+    )
+    parser.add_argument(
+        "--contrastive_weight",
+        type=float,
+        default=TrainOptions.contrastive_weight,
+        help="the contrastive loss's weight beside the reconstruction's (--objective contrastive)",
+    )
+
+
 def add_training_arguments(parser) -> None:
     """How the trained views train: the profile, epochs, time budget and the autoencoders' settings."""
     parser.add_argument(
@@ -66,24 +88,7 @@ def add_training_arguments(parser) -> None:
         default=TrainOptions.objective,
         help="what the autoencoders learn from (see simfusion/learn/autoencoder.py)",
     )
-    parser.add_argument(
-        "--validation_split",
-        type=float,
-        default=TrainOptions.validation_split,
-        help="share of the images held out to stop training early",
-    )
-    parser.add_argument(
-        "--patience", type=positive_int, default=TrainOptions.patience, help="early stopping patience"
-    )
-    parser.add_argument(
-        "--learning_rate", type=float, default=TrainOptions.learning_rate, help="Adam's learning rate"
-    )
-    parser.add_argument(
-        "--contrastive_weight",
-        type=float,
-        default=TrainOptions.contrastive_weight,
-        help="the contrastive loss's weight beside the reconstruction's (--objective contrastive)",
-    )
+    add_optimiser_arguments(parser)
     parser.add_argument(
         "--resume", action="store_true", help="continue from the checkpoints of an earlier run"
     )
