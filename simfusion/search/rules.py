@@ -55,6 +55,9 @@ def parse_filters(items: Iterable[str]) -> dict[str, str]:
     return filters
 
 
+MAX_BOOST = 1e6  # larger (or inf) would overflow a hit's score
+
+
 def parse_boosts(items: Iterable[str]) -> list[Boost]:
     """`key=value:factor` strings -> Boosts; factor > 1 promotes, between 0 and 1 demotes."""
     boosts = []
@@ -67,8 +70,8 @@ def parse_boosts(items: Iterable[str]) -> list[Boost]:
             factor = float(number)
         except ValueError:
             raise ValueError(f"the factor of boost {item!r} is not a number") from None
-        if not factor > 0:
-            raise ValueError(f"the factor of boost {item!r} must be > 0")
+        if not 0 < factor <= MAX_BOOST:
+            raise ValueError(f"the factor of boost {item!r} must be > 0 and <= {MAX_BOOST:g}")
         boosts.append(Boost(key.strip(), value.strip(), factor))
     return boosts
 

@@ -181,6 +181,9 @@ def check_views(views: Sequence[str], known: Sequence[str], *, holder: str) -> N
         raise UnknownViewError(f"unknown view(s) {', '.join(unknown)}: {holder} has {', '.join(known)}")
 
 
+MAX_WEIGHT = 1e6  # larger (or inf) would overflow the fused scores
+
+
 def parse_weights(text: str | None, views: Sequence[str]) -> dict[str, float]:
     """`thumbnail=1,edges=0.5` -> {view: weight}; views not named get 1.0.
 
@@ -202,9 +205,10 @@ def parse_weights(text: str | None, views: Sequence[str]) -> dict[str, float]:
             weights[view] = float(value)
         except ValueError:
             raise ValueError(f"weight of {view!r} is not a number: {value!r}") from None
-        if not weights[view] > 0:
+        if not 0 < weights[view] <= MAX_WEIGHT:
             raise ValueError(
-                f"weight of {view!r} must be > 0 (leave a view out by naming the others in views instead)"
+                f"weight of {view!r} must be > 0 and <= {MAX_WEIGHT:g} (leave a view out by naming the "
+                "others in views instead)"
             )
     return weights
 

@@ -48,8 +48,9 @@ def whole_number(params: Mapping[str, Any], name: str, default: int, *, top: int
     if value is None or value == "":
         return default
     try:
-        number = int(value) if not isinstance(value, bool) else None
-    except (TypeError, ValueError):
+        whole = not isinstance(value, bool) and not (isinstance(value, float) and not value.is_integer())
+        number = int(value) if whole else None
+    except (TypeError, ValueError, OverflowError):
         number = None
     if number is None or not 1 <= number <= top:
         raise ValueError(f"{name} must be a whole number from 1 to {top}, not {value!r}")

@@ -84,3 +84,5 @@ def test_parsers():
         parse_boosts(["brand=acme:lots"])
     with pytest.raises(ValueError, match="must be > 0"):
         parse_boosts(["brand=acme:0"])
+    with pytest.raises(ValueError, match="<= 1e"):
+        parse_boosts(["brand=acme:inf"])

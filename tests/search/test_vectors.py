@@ -115,6 +115,8 @@ def test_parse_weights():
         parse_weights("colour=2", ["thumbnail"])
     with pytest.raises(ValueError, match="must be > 0"):
         parse_weights("thumbnail=0", ["thumbnail"])
+    with pytest.raises(ValueError, match="<= 1e"):
+        parse_weights("thumbnail=inf", ["thumbnail"])
     with pytest.raises(ValueError, match="not a number"):
         parse_weights("thumbnail=big", ["thumbnail"])
     assert normalize_weights({"a": 1, "b": 3}) == {"a": 0.25, "b": 0.75}
