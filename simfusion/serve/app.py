@@ -56,6 +56,16 @@ def json_response(value: Any, status: int = 200):
     return Response(record_json(value).encode("utf-8"), status_code=status, media_type="application/json")
 
 
+def strict_json(data: str | bytes) -> Any:
+    """JSON as the standard has it: NaN and Infinity (which Python's json reads) are refused, since
+    an answer that carried them back would not be JSON."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    return json.loads(data, parse_constant=refuse)
+
+
 def error_response(status: int, message: str, **extra: Any):
     return json_response({"error": message, "status": status, **extra}, status)
 
@@ -95,7 +105,7 @@ class Context:
         except asyncio.TimeoutError:
             raise ApiError(408, f"the request body did not arrive within {READ_TIMEOUT:g} s") from None
         try:
-            value = json.loads(body or b"{}")
+            value = strict_json(body or b"{}")
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"the body is not JSON: {exc}") from None
         if not isinstance(value, dict):
@@ -348,7 +358,7 @@ async def _uploads(form) -> list[Upload]:
     uploads = []
     for upload, text in zip(files, texts, strict=True):
         try:
-            record = json.loads(text if isinstance(text, str) else await text.read())
+            record = strict_json(text if isinstance(text, str) else await text.read())
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"a `record` field is not JSON: {exc}") from None
         if not isinstance(record, dict):

@@ -83,6 +83,9 @@ def test_added_items_are_found_and_their_upload_served_then_removed(server, trai
         url + "/items", files=files[:1], data=records[:1], headers={"x-api-key": KEY}, timeout=60
     )
     assert again.status_code == 422 and "already in the catalog" in again.json()["records"][0]["error"]
+    nan = [("record", json.dumps({"id": "with-nan", "price": float("nan")}))]  # json.dumps writes NaN
+    refused = requests.post(url + "/items", files=files[:1], data=nan, headers={"x-api-key": KEY}, timeout=60)
+    assert refused.status_code == 400 and "NaN is not a JSON number" in refused.json()["error"]
     first = trained["held_out"][0]
     assert not any(set(PATH_KEYS) & set(record) for record in answer.json()["records"])
     assert not set(PATH_KEYS) & set(requests.get(f"{url}/items/{first['id']}", timeout=30).json())
