@@ -182,7 +182,8 @@ def _error_routes(app) -> None:
     @app.exception_handler(Exception)
     async def crash(request, exc: Exception):
         log.exception("serve: %s %s failed", request.method, request.url.path)
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        # the exception's text can name server paths: it goes to the log only
+        return error_response(500, f"internal error ({type(exc).__name__}); the server log has the details")
 
 
 def _search_routes(app, ctx: Context) -> None:

@@ -325,3 +325,17 @@ def test_answers_lose_every_key_that_names_a_server_file():
         "upload": "q.jpg",
         "results": [{"id": "b", "score": 0.9, "category": "bag"}, {"id": "c", "score": 0.8}],
     }
+
+
+def test_a_crash_is_a_500_that_names_no_server_path(model, monkeypatch):
+    service = Service(Catalog.open(model["path"]))
+
+    def broken(item_id):
+        raise FileExistsError(17, "File exists", "/srv/secret/uploads")
+
+    monkeypatch.setattr(service, "record", broken)
+    with live_server(create_app(service, api_key=KEY, warm=False)) as url:
+        answer = requests.get(f"{url}/items/item-001", timeout=30)
+        assert answer.status_code == 500 and "/srv/secret" not in answer.text
+        assert answer.json()["error"] == "internal error (FileExistsError); the server log has the details"
+        assert requests.get(f"{url}/health", timeout=30).status_code == 200
