@@ -13,6 +13,7 @@ from typing import Any
 from simfusion.search.catalog import CANDIDATE_FACTOR, SearchOptions
 from simfusion.search.rules import CATEGORY_KEY, Rules, parse_boosts, parse_filters, parse_ids
 from simfusion.search.vectors import check_views, parse_weights
+from simfusion.serve.service import HIDDEN_KEYS
 
 MAX_TOP_K = 1000
 DEFAULT_TOP_K = 10
@@ -110,6 +111,10 @@ def search_options(
         )
     except ValueError as exc:
         raise ValueError(f"rules: {exc}") from None
+    keys = {*rules.filters, *(boost.key for boost in rules.boosts), rules.category_key}
+    hidden = sorted(keys & set(HIDDEN_KEYS))
+    if hidden:  # matching on them would let a client test guesses at server paths
+        raise ValueError(f"rules: {', '.join(map(repr, hidden))} names server files, not a record field")
     views_text = joined(params, "views")
     views = [v.strip() for v in views_text.split(",") if v.strip()] if views_text else list(index_views)
     check_views(views, index_views, holder="the index")

@@ -142,6 +142,8 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(server):
         "unknown view(s) colour: the index has edges, thumbnail",
     )
     assert post("/search?boost=brand:2", json={"id": "item-001"})[0] == 422
+    hidden = {"id": "item-001", "filter": {"thumbnail": "/guessed/path.png"}}  # no probing server paths
+    assert post(json=hidden) == (422, "rules: 'thumbnail' names server files, not a record field")
     status, error = post("/search?topk=3", json={"id": "item-001"})  # a typo is refused, not ignored
     assert status == 422 and error.startswith("unknown parameter(s) topk: use boost, candidates, ")
     assert post("/duplicates", json={"treshold": 0.9})[0] == 422
