@@ -14,10 +14,12 @@ does, with an estimated recall@10; `measure_recall` checks a built index against
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,10 +305,18 @@ def brute_force_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tupl
 def write_faiss_index(index, path: str | os.PathLike) -> None:
     import faiss
 
-    if isinstance(index, faiss.IndexBinary):
-        faiss.write_index_binary(index, os.fspath(path))
-    else:
-        faiss.write_index(index, os.fspath(path))
+    try:
+        if isinstance(index, faiss.IndexBinary):
+            faiss.write_index_binary(index, os.fspath(path))
+        else:
+            faiss.write_index(index, os.fspath(path))
+    except RuntimeError as exc:  # FAISS reports a failed fwrite (a full disk) as a RuntimeError
+        full = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 2**20
+        reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else "write failed"
+        raise OSError(
+            errno.ENOSPC if full else errno.EIO,
+            f"cannot write the index file {os.fspath(path)} ({'the disk is full' if full else reason})",
+        ) from exc
 
 
 def read_faiss_index(path: str | os.PathLike, *, kind: str, mmap: bool = False):

@@ -3,15 +3,17 @@ format checked and every failure turned into an IndexFileError that says what to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import zipfile
 from typing import Any
 
 import numpy as np
 
 from simfusion import __version__
-from simfusion.io.atomic import TEMP_PREFIX, atomic_path, remove_quietly, write_json
+from simfusion.io.atomic import TEMP_PREFIX, atomic_path, ensure_space, remove_quietly, write_json
 from simfusion.search.faiss_index import read_faiss_index, write_faiss_index
 from simfusion.search.index import (
     INDEX_FORMAT,
@@ -26,35 +28,76 @@ from simfusion.search.index import (
 def save_index(index: CatalogIndex, folder: str | os.PathLike) -> str:
     """Write the index into its folder; `index.json` is the commit point.
 
-    The FAISS parts and the params are written under names of a new generation beside the old
-    ones, then `index.json`, which names them, is replaced atomically (one rename), then the old
-    generation's files are deleted. A kill or a full disk at any step leaves the old index or
-    the new one, complete, and never a folder without an index.
+    The FAISS parts and the params are written under names of a new generation (one above every
+    generation the folder holds, so a save never writes over a file the live index names) beside
+    the old ones, then `index.json`, which names them, is replaced atomically (one rename), then
+    the old generation's files are deleted. A kill or a full disk at any step leaves the old index
+    or the new one, complete, and never a folder without an index; a failed save removes what it
+    wrote.
     """
     folder = os.path.abspath(os.fspath(folder))
     os.makedirs(folder, exist_ok=True)
-    generation = int(index.meta.get("generation", 0)) + 1
+    ensure_space(folder, save_bytes(folder, len(index.ids) + len(index.removed)), what="the index")
+    generation = next_generation(folder, index.meta)
     files = {name: f"part-{number}.g{generation}.faiss" for number, name in enumerate(index.parts)}
     params_file = f"params.g{generation}.npz"
-    for name, part in index.parts.items():
-        with atomic_path(os.path.join(folder, files[name])) as tmp:
-            write_faiss_index(part, tmp)
-    with atomic_path(os.path.join(folder, params_file)) as tmp, open(tmp, "wb") as out:
-        np.savez(out, **index.params)
-    meta = {
-        **index.meta,
-        "generation": generation,
-        "parts": files,
-        "params": params_file,
-        "count": len(index.ids),
-        "ids": index.ids,
-        "labels": index.labels.tolist(),
-        "removed": sorted(index.removed),
-    }
-    write_json(os.path.join(folder, META_FILE), meta, indent=None)
+    written: list[str] = []
+    try:
+        for name, part in index.parts.items():
+            written.append(os.path.join(folder, files[name]))
+            with atomic_path(written[-1]) as tmp:
+                write_faiss_index(part, tmp)
+        written.append(os.path.join(folder, params_file))
+        with atomic_path(written[-1]) as tmp, open(tmp, "wb") as out:
+            np.savez(out, **index.params)
+        meta = {
+            **index.meta,
+            "generation": generation,
+            "parts": files,
+            "params": params_file,
+            "count": len(index.ids),
+            "ids": index.ids,
+            "labels": index.labels.tolist(),
+            "removed": sorted(index.removed),
+        }
+        write_json(os.path.join(folder, META_FILE), meta, indent=None)
+    except BaseException:
+        for path in written:
+            remove_quietly(path)
+        raise
     index.meta["generation"] = generation
     remove_unreferenced(folder, keep={META_FILE, params_file, *files.values()})
     return folder
+
+
+_GENERATION = re.compile(r"^(?:part-\d+|params)\.g(\d+)\.")
+
+
+def next_generation(folder: str, meta: dict[str, Any]) -> int:
+    """One above the generation of `meta`, of the folder's committed index and of any file an
+    interrupted save left there: a fresh build (generation 0 in memory) never reuses the names
+    the live index reads."""
+    seen = [int(meta.get("generation", 0))]
+    with contextlib.suppress(IndexFileError, ValueError, TypeError):
+        seen.append(int(read_meta(folder).get("generation", 0)))
+    for name in os.listdir(folder):
+        match = _GENERATION.match(name)
+        if match:
+            seen.append(int(match.group(1)))
+    return max(seen) + 1
+
+
+def save_bytes(folder: str | os.PathLike, count: int) -> int:
+    """About the bytes a save of `count` items writes beside the live index: the live generation's
+    files, scaled by the change in items (0 where there is no readable index yet)."""
+    try:
+        meta = read_meta(folder)
+        names = [*meta["parts"].values(), meta.get("params", PARAMS_FILE)]
+        live = sum(os.path.getsize(os.path.join(os.fspath(folder), name)) for name in names)
+        held = int(meta.get("count", 0)) + len(meta.get("removed", []))
+    except (IndexFileError, OSError, KeyError, AttributeError, TypeError, ValueError):
+        return 0
+    return int(live * max(count, 1) / max(held, 1))
 
 
 def remove_unreferenced(folder: str, *, keep: set[str]) -> None:

@@ -63,6 +63,11 @@ WRITER = textwrap.dedent(
             maps = {v: rng.standard_normal((len(todo), *s)).astype(np.float32) for v, s in shapes.items()}
             if todo:
                 add_catalog_items(folder, [{"id": key, "image": key + ".jpg"} for key in todo], maps)
+        elif op == "rebuild":  # fusion.py's build: a fresh index (generation 0 in memory) over a live one
+            from simfusion.search.build import build_catalog_index, index_path
+            from simfusion.search.index_files import save_index
+
+            save_index(build_catalog_index(store_path(folder), whiten=True), index_path(folder))
         else:
             remove_catalog_items(folder, ["item-001", "item-002"])
     print(seen[0])
@@ -115,6 +120,36 @@ def test_a_writer_killed_at_any_write_loses_nothing_and_a_retry_finishes(tmp_pat
         assert set(load_index(index_path(folder)).ids) == after
         leftovers = [n for _, _, files in os.walk(folder) for n in files if n.startswith(TEMP_PREFIX)]
         assert not leftovers, (kill_at, leftovers)
+
+
+def live_files(folder):
+    """The bytes of every file the committed index.json names, by name."""
+    meta = json.load(open(os.path.join(folder, "index.json")))
+    names = [meta["params"], *meta["parts"].values()]
+    return meta["generation"], {name: open(os.path.join(folder, name), "rb").read() for name in names}
+
+
+@pytest.mark.slow
+def test_a_rebuild_killed_at_any_write_never_touches_the_live_index(tmp_path):
+    pristine = tmp_path / "pristine"
+    synthetic_model(pristine, n=30)
+    generation, before = live_files(index_path(pristine))
+    clean = run_writer(shutil.copytree(pristine, tmp_path / "clean"), "rebuild")
+    assert clean.returncode == 0, clean.stderr
+    new_generation, after = live_files(index_path(tmp_path / "clean"))
+    assert new_generation == generation + 1 and not set(after) & set(before)
+    points = int(clean.stdout.split()[-1])
+    for kill_at in range(1, points + 1):
+        folder = shutil.copytree(pristine, tmp_path / f"kill-{kill_at}")
+        killed = run_writer(folder, "rebuild", kill_at)
+        assert killed.returncode == -signal.SIGKILL, (kill_at, killed.stderr)
+        state = live_files(index_path(folder))
+        assert state in [(generation, before), (new_generation, after)], kill_at
+        catalog = Catalog.open(folder)
+        [answer] = catalog.search_ids(["item-000"], k=3)
+        assert len(answer["results"]) == 3
+        assert run_writer(folder, "rebuild").returncode == 0  # the retry finishes over what was left
+        assert live_files(index_path(folder))[0] > state[0] and len(Catalog.open(folder)) == 30
 
 
 @pytest.mark.slow
@@ -251,3 +286,39 @@ def test_a_full_disk_refuses_the_write_clearly_and_keeps_the_catalog(small_disk)
     os.unlink(small_disk / "filler")
     assert run_writer(folder, "add").returncode == 0
     check_consistent(folder, [set(ids) | set(NEW)])
+
+
+def fill(disk, leave: int) -> None:
+    free = shutil.disk_usage(disk).free
+    (disk / "filler").write_bytes(b"\0" * max(free - leave, 0))
+
+
+def test_a_rebuild_on_a_full_disk_fails_clearly_and_keeps_the_index(small_disk):
+    folder = small_disk / "model"
+    ids, _, _ = synthetic_model(folder, n=40)
+    generation, before = live_files(index_path(folder))
+    fill(small_disk, 4 * 1024)
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO, "fusion.py"), "--model_save_path", str(folder), "--no_tune"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "disk space" in done.stderr or "disk is full" in done.stderr
+    assert live_files(index_path(folder)) == (generation, before)
+    assert sorted(os.listdir(index_path(folder))) == sorted(["index.json", *before])  # no orphans
+    check_consistent(folder, [set(ids)])
+
+
+def test_a_save_that_fills_the_disk_removes_what_it_wrote(small_disk, tmp_path):
+    from simfusion.search.build import build_catalog_index
+    from simfusion.search.index_files import save_index
+
+    synthetic_model(tmp_path / "model", n=400)
+    index = build_catalog_index(store_path(tmp_path / "model"))
+    target = small_disk / "index"  # no live index there, so the save cannot check the space first
+    target.mkdir()
+    fill(small_disk, 8 * 1024)
+    with pytest.raises(OSError, match="disk"):
+        save_index(index, target)
+    assert os.listdir(target) == []
