@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -125,3 +127,30 @@ def train_tiny_model(out) -> dict:
     assert train_main([*argv, "--no_progress"], stdin=stdin, stdout=io.StringIO()) == 0
     assert fusion_main(["--model_save_path", model, "--whiten"]) == 0
     return {"out": str(out), "model": model, "catalog": catalog, "held_out": held_out}
+
+
+TMPFS_SIZE = "3m"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs under tmp_path (skips where mounting needs root and this is not)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        pytest.skip(
+            f"cannot mount a small tmpfs for the full-disk test ({done.stderr.strip() or 'not root'})"
+        )
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk, leave: int) -> None:
+    """Fill `disk` with one file until about `leave` bytes are free."""
+    free = shutil.disk_usage(disk).free
+    (disk / "filler").write_bytes(b"\0" * max(free - leave, 0))

@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
         len(records),
         skipped,
     )
+    failure = None
     # stdout carries records only: anything a library prints while training goes to stderr
     with contextlib.redirect_stdout(sys.stderr):
         try:
@@ -264,9 +265,10 @@ def main(argv: list[str] | None = None, *, stdin=None, stdout=None) -> int:
             )
         except (TooFewImagesError, OSError, ValueError) as exc:  # a held lock, a full disk, students on Ray
             log.error("%s: %s", STAGE, exc)
-            return 1
+            failure = f"{STAGE}: the catalog was not trained ({exc})"
+            records = [record if "error" in record else {**record, "error": failure} for record in records]
     for record in records:
         write_record(record, stdout)
     errors = sum("error" in record for record in records)
     log.info("%s: %d records out, %d with errors", STAGE, len(records), errors)
-    return 0
+    return 1 if failure else 0

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from simfusion import __version__
-from simfusion.io.atomic import atomic_path
+from simfusion.io.atomic import atomic_path, ensure_space
 from simfusion.io.records import record_id, record_json, to_json
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class StoreWriter:
         self._tmp: str | None = None
         self._commit: contextlib.ExitStack | None = None
         self._seen: dict[str, set[str]] = {}
+        self._chunk_bytes: dict[str, int] = {}
         self._catalog_ids: set[str] = set()
 
     def __enter__(self) -> StoreWriter:
@@ -185,6 +186,7 @@ class StoreWriter:
         )
         _set_attrs(group.attrs, {"package_version": __version__, "created": now_iso(), **attrs})
         self._seen[name] = set()
+        self._chunk_bytes[name] = 4 * int(np.prod(group["features"].chunks, dtype=np.int64))
 
     def append(self, view: str, ids: Sequence[str], features: np.ndarray) -> None:
         """Append rows to a view; `ids` and `features` must have the same length."""
@@ -198,7 +200,12 @@ class StoreWriter:
         clash = next((v for v in ids if v in seen), None)
         if clash is not None:
             raise ValueError(f"view {view!r} already holds id {clash!r}; ids must be unique")
+        # HDF5 cannot recover from a failed write (its file closes badly and the process dies at
+        # exit), so each batch must fit before it goes in, and is flushed to disk at once
+        needed = np.asarray(features).nbytes + sum(self._chunk_bytes.values())
+        ensure_space(os.path.dirname(os.path.abspath(self.path)), needed, what="the feature store")
         extend_view(group, ids, features)
+        self._h5().flush()
         seen.update(ids)
 
     def commit(self) -> str:

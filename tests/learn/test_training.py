@@ -179,11 +179,31 @@ def test_too_few_images_fail_before_any_training(tmp_path, rng, caplog):
         "--no_progress",
     ]
     code, out = run_train(argv, records)
-    assert code == 1 and out == []
+    assert code == 1 and [r["id"] for r in out] == ["img00", "img01"]  # every record comes out
+    assert all(r["error"].startswith("train: the catalog was not trained (") for r in out)
+    assert all("too few to train" in r["error"] for r in out)
     assert "too few" in caplog.text and "--validation_split" in caplog.text
     assert not model_dir.exists()
     with pytest.raises(TooFewImagesError, match="need at least 3"):
         split_indices(2, 0.1)
+
+
+def test_a_full_disk_fails_clearly_keeps_the_old_store_and_passes_every_record(small_disk, rng):
+    from conftest import fill
+
+    views_dir, model_dir = small_disk / "views", small_disk / "model"
+    records = write_catalog(views_dir, rng, n=12)
+    argv = ["--base_image_path_for_model", str(views_dir), "--model_save_path", str(model_dir)]
+    argv += ["--views", "hog,tiny", "--no_progress"]
+    code, out = run_train(argv, records)
+    assert code == 0 and not any("error" in r for r in out)
+    before = (model_dir / "features.h5").read_bytes()
+    fill(small_disk, 256 * 1024)
+    code, out = run_train(argv, records)  # HDF5 would crash the process at exit if a write failed
+    assert code == 1 and len(out) == 12
+    assert all("not enough disk space for the feature store" in r["error"] for r in out)
+    assert (model_dir / "features.h5").read_bytes() == before
+    assert not [name for name in os.listdir(model_dir) if name.startswith(".tmp")]
 
 
 def test_split_is_seeded_and_disjoint():

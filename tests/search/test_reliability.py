@@ -16,7 +16,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import REPO, synthetic_model
+from conftest import REPO, fill, synthetic_model
 
 from simfusion.io.atomic import TEMP_PREFIX
 from simfusion.io.lock import LockTimeout, write_lock
@@ -255,42 +255,16 @@ def test_corrupt_index_files_give_clear_errors(tmp_path):
     Catalog.open(tmp_path)
 
 
-TMPFS_SIZE = "3m"
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode:
-        pytest.skip(
-            f"cannot mount a small tmpfs for the full-disk test ({done.stderr.strip() or 'not root'})"
-        )
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_refuses_the_write_clearly_and_keeps_the_catalog(small_disk):
     folder = small_disk / "model"
     ids, _, _ = synthetic_model(folder, n=40)
-    free = shutil.disk_usage(small_disk).free
-    (small_disk / "filler").write_bytes(b"\0" * max(free - 400 * 1024, 0))  # 400 KB left
+    fill(small_disk, 400 * 1024)
     done = run_writer(folder, "add")
     assert done.returncode == 1 and "not enough disk space" in done.stderr and "Traceback" in done.stderr
     check_consistent(folder, [set(ids)])
     os.unlink(small_disk / "filler")
     assert run_writer(folder, "add").returncode == 0
     check_consistent(folder, [set(ids) | set(NEW)])
-
-
-def fill(disk, leave: int) -> None:
-    free = shutil.disk_usage(disk).free
-    (disk / "filler").write_bytes(b"\0" * max(free - leave, 0))
 
 
 def test_a_rebuild_on_a_full_disk_fails_clearly_and_keeps_the_index(small_disk):
