@@ -231,7 +231,11 @@ def evaluate_store(
     ks = sorted({min(k, k_max) for k in ks})
     query_rows = draw_queries(len(ids), n_queries, seed=seed)
 
-    methods = {**vectors, **baselines_of([records[key] for key in ids], baselines, base_path, seed=seed)}
+    unread: list[str] = []
+    methods = {
+        **vectors,
+        **baselines_of([records[key] for key in ids], baselines, base_path, seed=seed, unread=unread),
+    }
     rankings = rank_methods(methods, query_rows, k=k_max)
     if len(vectors) > 1:
         rankings[FUSED] = fused_ranking(
@@ -255,6 +259,7 @@ def evaluate_store(
         "whiten": whiten,
         "pooling": pooling,
         "results": results,
+        **({"baselines_unread_thumbnails": len(unread)} if unread else {}),
     }
 
 
@@ -292,13 +297,29 @@ def index_rankings(
 
 
 def baselines_of(
-    records: Sequence[Mapping[str, Any]], baselines: Sequence[str], base_path: str, *, seed: int
+    records: Sequence[Mapping[str, Any]],
+    baselines: Sequence[str],
+    base_path: str,
+    *,
+    seed: int,
+    unread: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The wanted baselines' vectors, computed from the records' thumbnails."""
+    """The wanted baselines' vectors, computed from the records' thumbnails. A thumbnail that
+    cannot be read counts as a blank image (its id goes into `unread`, and a warning says so), so
+    one bad file costs the baselines one item, not the whole evaluation."""
     wanted = [name for name in baselines if name]
     if not wanted:
         return {}
-    thumbs = _load_thumbnails(records, base_path=base_path)
+    thumbs, missing = _load_thumbnails(records, base_path=base_path)
+    if missing:
+        log.warning(
+            "baselines: %d of %d thumbnails cannot be read and count as blank images, e.g. %s",
+            len(missing),
+            len(records),
+            missing[0][1],
+        )
+        if unread is not None:
+            unread.extend(key for key, _ in missing)
     return {name: vecs for name, vecs in baseline_vectors(thumbs, seed=seed).items() if name in wanted}
 
 
@@ -358,17 +379,20 @@ def index_tuning(model_save_path: str) -> dict[str, Any] | None:
     return read_json(path).get("tuning")
 
 
-def _load_thumbnails(records: Sequence[Mapping[str, Any]], *, base_path: str) -> np.ndarray:
+def _load_thumbnails(
+    records: Sequence[Mapping[str, Any]], *, base_path: str
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """The records' thumbnails at BASELINE_SIZE (blank where one cannot be read) and the
+    (id, reason) of each that could not."""
     import cv2
 
-    out = []
+    out, missing = [], []
     for record in records:
         path = record.get("thumbnail") or record.get("image") or record.get("path")
         try:
             image = load_image(os.path.join(base_path, path))
         except (ImageError, TypeError) as exc:
-            raise ValueError(
-                f"baselines need the thumbnails: {exc} (use --baselines '' to skip them)"
-            ) from exc
+            missing.append((record_id(record), f"{record_id(record)}: {exc}"))
+            image = np.full((BASELINE_SIZE, BASELINE_SIZE, 3), 128, np.uint8)
         out.append(cv2.resize(image, (BASELINE_SIZE, BASELINE_SIZE), interpolation=cv2.INTER_AREA))
-    return np.stack(out)
+    return np.stack(out), missing

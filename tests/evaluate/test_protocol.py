@@ -125,11 +125,21 @@ def test_cli_on_a_store(tmp_path, rng):
     report = json.loads((tmp_path / "eval.json").read_text())
     assert set(report["results"]) == {"thumbnail", "edges", "pixels", "pca", "histogram", "fused"}
     assert report["results"]["thumbnail"]["P@5"] > 0.9
+    clean = report["results"]
     assert (tmp_path / "eval.png").stat().st_size > 1000
     missing = subprocess.run(
         command[:3] + [str(tmp_path / "nowhere")], capture_output=True, text=True, cwd=REPO
     )
     assert missing.returncode == 1 and "evaluate:" in missing.stderr
+    # one thumbnail gone and one corrupt cost the baselines those items, not the evaluation
+    (tmp_path / "item-3.png").unlink()
+    (tmp_path / "item-4.png").write_bytes(b"not a png")
+    damaged = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert damaged.returncode == 0, damaged.stderr
+    assert "2 of 24 thumbnails cannot be read" in damaged.stderr
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["baselines_unread_thumbnails"] == 2 and set(report["results"]) == set(clean)
+    assert report["results"]["thumbnail"] == clean["thumbnail"]  # the views never read thumbnails
 
 
 def test_diffused_ranking_leaves_the_query_out_and_ranks_a_dense_group_first(rng):
