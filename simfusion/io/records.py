@@ -206,10 +206,20 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def record_id(record: dict[str, Any]) -> str:
-    """The record's id: `id`, else the prototype's `image_id`, else its image path."""
+    """The record's id: `id`, else the prototype's `image_id`, else (neither key given) its image path.
+
+    An id is a non-empty string or a whole number; a key given as anything else (null, "", true,
+    an object) is a RecordError, never a silent fall back to the path."""
     for key in ID_KEYS:
-        if record.get(key) not in (None, ""):
-            return str(record[key])
+        if key not in record:
+            continue
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            kind = "null" if value is None else type(value).__name__
+            raise RecordError(f"`{key}` must be a string or a whole number, not {kind}")
+        if value == "":
+            raise RecordError(f"`{key}` is empty: give the record an id, or leave `{key}` out")
+        return str(value)
     return record_path(record)
 
 

@@ -78,6 +78,17 @@ def test_ids_and_paths_follow_the_prototype_keys():
         record_path({"id": "a"})
 
 
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [(None, "not null"), ("", "is empty"), (True, "not bool"), ({"a": 1}, "not dict"), (1.5, "not float")],
+)
+def test_a_given_id_that_is_not_a_string_or_whole_number_is_an_error_record(value, says):
+    with pytest.raises(RecordError, match=says):
+        record_id({"id": value, "image": "x.jpg"})
+    first, second = mark_duplicates([{"id": value, "image": "x.jpg"}, {"id": "b", "image": "x.jpg"}])
+    assert says in first["error"] and "error" not in second  # never the path "x.jpg" as its id
+
+
 def test_output_path_is_made_from_the_id_and_never_escapes():
     assert output_relpath({"id": "a", "image": "cars/a.jpg"}) == "a.png"
     assert output_relpath({"image": "cars/a.jpg"}) == "cars/a.jpg.png"
