@@ -218,12 +218,8 @@ def evaluate_store(
     `weights` are per-view fusion weights as fusion.py takes them (`thumbnail=1,edges=0.5`).
     """
 
-    with FeatureStore(store_path(model_save_path)) as store:
-        views = list(views or store.views)
-        check_views(views, store.views, holder="the store")
-        weights_by_view = parse_weights(weights, views)
-        all_ids, pooled = catalog_vectors(store, views, pooling=pooling)
-        records = {record_id(r): r for r in store.records()}
+    views, all_ids, pooled, records = _read_store(model_save_path, views, pooling=pooling)
+    weights_by_view = parse_weights(weights, views)
     # the same whitening fusion.py --whiten fits on the catalog
     vectors = {view: apply_whitening(v, fit_whitening(v)) for view, v in pooled.items()} if whiten else pooled
     ids, vectors, labels = labelled(all_ids, vectors, records, category_key=category_key)
@@ -232,10 +228,8 @@ def evaluate_store(
     query_rows = draw_queries(len(ids), n_queries, seed=seed)
 
     unread: list[str] = []
-    methods = {
-        **vectors,
-        **baselines_of([records[key] for key in ids], baselines, base_path, seed=seed, unread=unread),
-    }
+    baseline = baselines_of([records[key] for key in ids], baselines, base_path, seed=seed, unread=unread)
+    methods = {**vectors, **baseline}
     rankings = rank_methods(methods, query_rows, k=k_max)
     if len(vectors) > 1:
         rankings[FUSED] = fused_ranking(
@@ -261,6 +255,17 @@ def evaluate_store(
         "results": results,
         **({"baselines_unread_thumbnails": len(unread)} if unread else {}),
     }
+
+
+def _read_store(model_save_path: str, views: Sequence[str] | None, *, pooling: str):
+    """The views evaluated (all the store's by default), every stored id, each view's pooled
+    vectors and the catalog records by id."""
+    with FeatureStore(store_path(model_save_path)) as store:
+        views = list(views or store.views)
+        check_views(views, store.views, holder="the store")
+        all_ids, pooled = catalog_vectors(store, views, pooling=pooling)
+        records = {record_id(r): r for r in store.records()}
+    return views, all_ids, pooled, records
 
 
 def index_rankings(
