@@ -154,3 +154,15 @@ def fill(disk, leave: int) -> None:
     """Fill `disk` with one file until about `leave` bytes are free."""
     free = shutil.disk_usage(disk).free
     (disk / "filler").write_bytes(b"\0" * max(free - leave, 0))
+
+
+def png_header(width, height, *, colour_type=0, bit_depth=1):
+    """A PNG that declares a size and holds no pixel data: a few dozen bytes for any size."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")

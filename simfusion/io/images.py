@@ -46,17 +46,21 @@ def load_image(path: str | os.PathLike, *, channels: int = 3, max_pixels: int = 
         raise ImageError(f"cannot read image {name}: {exc}") from exc
 
 
-def decode_image(data: bytes, *, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode_image(
+    data: bytes, *, channels: int = 3, max_pixels: int = MAX_PIXELS, reduce_to: int | None = None
+) -> np.ndarray:
     """Decode an image file's bytes (an upload) like `load_image`; the format is decided by decoding,
     never by a name. Raises ImageError for bytes that are not a readable image, or too large."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels!r}")
     if not data:
         raise ImageError("cannot read image: it is empty")
-    return _read(io.BytesIO(data), "upload", channels=channels, max_pixels=max_pixels)
+    return _read(io.BytesIO(data), "upload", channels=channels, max_pixels=max_pixels, reduce_to=reduce_to)
 
 
-def _read(stream: IO[bytes], name: str, *, channels: int, max_pixels: int) -> np.ndarray:
+def _read(
+    stream: IO[bytes], name: str, *, channels: int, max_pixels: int, reduce_to: int | None = None
+) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # check_size below is the exact cap; Pillow's own check (a warning over MAX_PIXELS,
@@ -64,13 +68,16 @@ def _read(stream: IO[bytes], name: str, *, channels: int, max_pixels: int) -> np
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(stream) as image:
                 check_size(image.size, max_pixels=max_pixels)
+                if reduce_to:  # a JPEG decodes at 1/2, 1/4 or 1/8 scale, each side still >= reduce_to
+                    image.draft(image.mode, (reduce_to, reduce_to))
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 return _to_uint8(image, channels)
     except ImageError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"image {name} is over the limit of {max_pixels} pixels: {exc}") from exc
+    except Image.DecompressionBombError:
+        # Pillow's own message quotes its own, larger limit: this one is the cap that holds
+        raise ImageError(f"image {name} is over the limit of {max_pixels} pixels") from None
     except (OSError, SyntaxError, ValueError) as exc:
         cause = str(exc).replace(repr(stream), name)  # Pillow names a bytes buffer by its repr
         raise ImageError(f"cannot read image {name}: {cause}") from exc

@@ -4,7 +4,8 @@
                                top_k, same_category, category_key, filter, exclude_ids, boost, views,
                                weights, candidates in the query string or the JSON body
     GET    /items/{id}         the item's record          GET /items/{id}/image   its picture (PNG)
-    POST   /items              multipart: `image` files with a `record` (JSON) each, in order
+    POST   /items              multipart: `image` files with a `record` (JSON) each, in order (202
+                               with the ids when it outlasts the time limit: it goes on)
     DELETE /items/{id}         remove it
     POST   /duplicates         JSON {threshold, max_per_item, views, weights}: near-duplicate groups
     GET    /categories         the catalog's category values (for the page's filter)
@@ -26,7 +27,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from simfusion.io.images import ImageError
-from simfusion.io.records import record_json
+from simfusion.io.records import record_id, record_json
 from simfusion.search.duplicates import DEFAULT_THRESHOLD, MAX_PER_ITEM
 from simfusion.search.faiss_index import single_query_threads
 from simfusion.search.vectors import UnknownViewError
@@ -50,10 +51,11 @@ class ApiError(Exception):
         self.status, self.message, self.extra = status, message, extra
 
 
-def json_response(value: Any, status: int = 200):
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None):
     from fastapi.responses import Response
 
-    return Response(record_json(value).encode("utf-8"), status_code=status, media_type="application/json")
+    body = record_json(value).encode("utf-8")
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def strict_json(data: str | bytes) -> Any:
@@ -66,8 +68,13 @@ def strict_json(data: str | bytes) -> Any:
     return json.loads(data, parse_constant=refuse)
 
 
-def error_response(status: int, message: str, **extra: Any):
-    return json_response({"error": message, "status": status, **extra}, status)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any):
+    return json_response({"error": message, "status": status, **extra}, status, headers)
+
+
+def is_multipart(request) -> bool:
+    """Whether the request's body is multipart/form-data (media types are case-blind)."""
+    return request.headers.get("content-type", "").strip().lower().startswith("multipart/form-data")
 
 
 class Context:
@@ -173,7 +180,8 @@ def _error_routes(app) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
-        return error_response(exc.status_code, str(exc.detail))
+        # e.g. a 405's Allow header, which says which methods the path takes
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc: RequestValidationError):
@@ -191,8 +199,7 @@ def _search_routes(app, ctx: Context) -> None:
 
     @app.post("/search")
     async def search(request: Request):
-        kind = request.headers.get("content-type", "")
-        if kind.startswith("multipart/form-data"):
+        if is_multipart(request):
             form = await ctx.read_form(request)
             if len(form.getlist("image")) > 1:
                 raise ApiError(400, "send one query image a search (POST /items adds many)")
@@ -233,6 +240,10 @@ def _item_routes(app, ctx: Context) -> None:
         data = await ctx.run(lambda: ctx.service.picture(item_id))
         if data is None:
             found = await ctx.run(lambda: ctx.service.record(item_id))
+            if found is None:  # an id that itself ends in "/image": its record
+                whole = await ctx.run(lambda: ctx.service.record(f"{item_id}/image"))
+                if whole is not None:
+                    return json_response(whole)
             raise ApiError(404, f"no item {item_id!r} in the catalog" if found is None else "no picture")
         return Response(data, media_type="image/png", headers={"cache-control": "max-age=300"})
 
@@ -246,11 +257,17 @@ def _item_routes(app, ctx: Context) -> None:
     @app.post("/items")
     async def add_items(request: Request):
         ctx.check_key(request)
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        if not is_multipart(request):
             raise ApiError(415, "send multipart/form-data: `image` files, each with a `record` JSON field")
         form = await ctx.read_form(request)
         uploads = await _uploads(form)
-        out = await ctx.run(lambda: ctx.service.add(uploads), executor=ctx.writer)
+        try:
+            out = await ctx.run(lambda: ctx.service.add(uploads), executor=ctx.writer)
+        except ApiError as exc:
+            if exc.status != 504:
+                raise
+            # the write is not stopped half-way (that would lose it): it goes on, and says so
+            return json_response(_still_adding(uploads, ctx.request_timeout), 202)
         added = sum(bool(record.get("indexed")) for record in out)
         status = 200 if added else 422
         return json_response({"added": added, "items": ctx.service.size(), "records": out}, status)
@@ -273,8 +290,9 @@ def _catalog_routes(app, ctx: Context, metrics: Metrics) -> None:
         threshold, most = body.get("threshold", DEFAULT_THRESHOLD), body.get("max_per_item", MAX_PER_ITEM)
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not -1 <= threshold <= 1:
             raise ApiError(422, f"threshold must be a number from -1 to 1 (a cosine), not {threshold!r}")
-        if isinstance(most, bool) or not isinstance(most, int) or most < 1:
-            raise ApiError(422, f"max_per_item must be a whole number of at least 1, not {most!r}")
+        if isinstance(most, bool) or not isinstance(most, int) or not 1 <= most <= MAX_PER_ITEM:
+            # the answer grows with the catalog times max_per_item: duplicates.py has no cap
+            raise ApiError(422, f"max_per_item must be a whole number from 1 to {MAX_PER_ITEM}, not {most!r}")
         unknown = sorted(set(body) - set(DUPLICATES_PARAMETERS))
         if unknown:
             known = ", ".join(DUPLICATES_PARAMETERS)
@@ -366,3 +384,19 @@ async def _uploads(form) -> list[Upload]:
             raise ApiError(400, "each `record` field must be a JSON object with an `id`")
         uploads.append(Upload(record=record, data=await upload.read()))
     return uploads
+
+
+def _still_adding(uploads: list[Upload], timeout: float) -> dict[str, Any]:
+    """The 202 answer of an add that outlasted the request's time limit and goes on."""
+    ids = []
+    for upload in uploads:
+        try:
+            ids.append(record_id(upload.record))
+        except ValueError:
+            pass
+    return {
+        "accepted": True,
+        "ids": ids,
+        "message": f"the add takes longer than {timeout:g} s and goes on: GET /items/{{id}} answers "
+        "each item once it is in (a retry now would find the ids already in the catalog)",
+    }

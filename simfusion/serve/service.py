@@ -43,6 +43,10 @@ UPLOADS = "uploads"
 PATH_KEYS = ("image", "path", "image_path", "thumbnail")
 HIDDEN_KEYS = (*PATH_KEYS, *SALIENCY_VIEWS)
 PICTURE_SIZE = 256  # largest side of the pictures GET /items/{id}/image answers with
+# an upload's pixel cap (the stages take 100 MP): a 48-MP phone photo passes, and no one request
+# can take a gigabyte of memory
+MAX_UPLOAD_PIXELS = 50_000_000
+QUERY_SIDE = 2048  # a larger JPEG query decodes at 1/2, 1/4 or 1/8 scale, each side still at least this
 
 
 class ReadWriteLock:
@@ -125,7 +129,8 @@ class Service:
         self, data: bytes, record: Mapping[str, Any], options: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Decode an upload (ImageError when it is not a readable image) and search with it."""
-        return self.search_image(decode_image(data, channels=3), record, options)
+        image = decode_image(data, channels=3, max_pixels=MAX_UPLOAD_PIXELS, reduce_to=QUERY_SIDE)
+        return self.search_image(image, record, options)
 
     def search_id(self, key: str, options: Mapping[str, Any]) -> dict[str, Any]:
         """More like catalog item `key` (KeyError when the catalog has no such item)."""
@@ -217,7 +222,7 @@ class Service:
             return set_error(record, STAGE, f"id {key!r} is already in the catalog; remove it first")
         seen.add(key)
         try:
-            decode_image(upload.data, channels=3)
+            decode_image(upload.data, channels=3, max_pixels=MAX_UPLOAD_PIXELS, reduce_to=QUERY_SIDE)
             with Image.open(io.BytesIO(upload.data)) as image:
                 suffix = "." + (image.format or "png").lower()
         except (ValueError, OSError) as exc:

@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import png_header
 from PIL import Image
 
 from simfusion.io.images import ImageError, load_image, save_image, to_channels
@@ -127,18 +128,6 @@ def test_to_channels_converts_both_ways(photo):
 # ------------------------------------------------------------------ hostile inputs (issue 15)
 
 
-def png_header(width, height, *, colour_type=0, bit_depth=1):
-    """A PNG that declares a size and holds no pixel data: a few dozen bytes for any size."""
-    import struct
-    import zlib
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
-
-
 def test_pixel_cap_is_exactly_the_documented_100_megapixels(tmp_path):
     from simfusion.io.images import MAX_PIXELS
 
@@ -153,6 +142,32 @@ def test_pixel_cap_is_exactly_the_documented_100_megapixels(tmp_path):
         with pytest.raises(ImageError) as caught:
             load_image(path)
         assert "over the limit" not in str(caught.value) and "decompression" not in str(caught.value).lower()
+
+
+def test_a_bomb_past_pillows_own_limit_quotes_one_limit(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header(15_000, 15_000))  # 225 MP: Pillow itself refuses it at open
+    with pytest.raises(ImageError) as caught:
+        load_image(path)
+    assert str(caught.value).endswith("is over the limit of 100000000 pixels")
+    assert str(caught.value).count("limit") == 1
+
+
+def test_a_large_jpeg_upload_decodes_at_a_reduced_scale(tmp_path):
+    from simfusion.io.images import decode_image
+
+    rng = np.random.default_rng(0)
+    pixels = np.kron(rng.integers(0, 256, (60, 50, 3)), np.ones((70, 70, 1))).astype(np.uint8)
+    out = tmp_path / "big.jpg"
+    Image.fromarray(pixels).save(out, quality=90)  # 3500 x 4200
+    data = out.read_bytes()
+    reduced = decode_image(data, reduce_to=1000)
+    assert reduced.shape == (2100, 1750, 3)  # 1/2 scale: at 1/4 a side would be under 1000
+    assert np.abs(reduced.astype(int) - pixels[::2, ::2]).mean() < 12
+    assert decode_image(data, reduce_to=4000).shape == pixels.shape  # no smaller scale keeps 4000
+    png = tmp_path / "big.png"
+    Image.fromarray(pixels).save(png)
+    assert decode_image(png.read_bytes(), reduce_to=1000).shape == pixels.shape  # JPEG only
 
 
 @pytest.mark.parametrize("size", [(1, 200_000), (200_000, 1), (1, 10_000), (3, 400)])

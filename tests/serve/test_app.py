@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 import requests
-from conftest import synthetic_model
+from conftest import png_header, synthetic_model
 from live_server import live_server
 from PIL import Image
 
@@ -341,3 +341,61 @@ def test_a_crash_is_a_500_that_names_no_server_path(model, monkeypatch):
         assert answer.status_code == 500 and "/srv/secret" not in answer.text
         assert answer.json()["error"] == "internal error (FileExistsError); the server log has the details"
         assert requests.get(f"{url}/health", timeout=30).status_code == 200
+
+
+def test_http_details_a_client_relies_on(server):
+    head = requests.head(server + "/search", timeout=30)
+    assert head.status_code == 405 and head.headers["allow"] == "POST"  # the Allow header a 405 owes
+    # media types are case-blind: an upper-case multipart type is still an upload (415: not an image)
+    prepared = requests.Request("POST", server + "/search", files={"image": ("a.jpg", b"no")}).prepare()
+    prepared.headers["content-type"] = prepared.headers["content-type"].replace(
+        "multipart/form-data", "Multipart/Form-Data"
+    )
+    with requests.Session() as session:
+        assert session.send(prepared, timeout=30).status_code == 415
+    big = {"image": ("big.png", png_header(8_000, 7_000))}  # 56 MP: over an upload's 50 MP cap
+    answer = requests.post(server + "/search", files=big, timeout=30)
+    assert answer.status_code == 415 and answer.json()["error"].endswith("over the limit of 50000000")
+    many = requests.post(server + "/duplicates", json={"threshold": -1, "max_per_item": 51}, timeout=30)
+    assert many.status_code == 422 and "from 1 to 50" in many.json()["error"]
+
+
+def test_an_id_ending_in_image_is_still_readable(model, tmp_path):
+    from simfusion.io.lock import write_lock
+    from simfusion.io.store import FeatureStore, store_path
+    from simfusion.search.build import add_catalog_items
+
+    folder = tmp_path / "model"
+    shutil.copytree(model["path"], folder)
+    with FeatureStore(store_path(folder)) as store:
+        maps = {view: np.zeros((1, *store.shape(view)[1:]), np.float32) + 0.5 for view in store.views}
+    with write_lock(folder):
+        add_catalog_items(folder, [{"id": "shoes/image", "image": "x.jpg", "category": "c"}], maps)
+    with live_server(create_app(Service(Catalog.open(folder)), warm=False)) as url:
+        answer = requests.get(f"{url}/items/shoes/image", timeout=30)
+        assert answer.status_code == 200 and answer.json()["id"] == "shoes/image"
+        assert requests.get(f"{url}/items/{model['ids'][0]}/image", timeout=30).status_code == 404
+
+
+def test_an_add_that_outlasts_the_time_limit_is_accepted_and_goes_on(model, tmp_path):
+    import time
+
+    folder = tmp_path / "model"
+    shutil.copytree(model["path"], folder)
+    done = threading.Event()
+
+    class SlowService(Service):  # an add that takes longer than the request's time limit
+        def add(self, uploads):
+            time.sleep(1.5)
+            try:
+                return super().add(uploads)
+            finally:
+                done.set()
+
+    app = create_app(SlowService(Catalog.open(folder)), api_key=KEY, warm=False, request_timeout=0.5)
+    files = [("image", ("a.png", b"abc")), ("record", (None, '{"id": "new-1"}'))]
+    with live_server(app) as url:
+        answer = requests.post(url + "/items", files=files, headers={"x-api-key": KEY}, timeout=30)
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["accepted"] is True and answer.json()["ids"] == ["new-1"]
+        assert done.wait(30)  # the add was not cut off: it ran to its end
