@@ -29,6 +29,14 @@ def write_section(name: str, text: str, path: str = BENCHMARKS) -> None:
     os.replace(tmp, path)
 
 
+def publish(name: str, text: str, *, write: bool = True) -> int:
+    """Print a benchmark's section and, unless `write` is false (--no_write), write it; returns 0."""
+    print(text)
+    if write:
+        write_section(name, text)
+    return 0
+
+
 def machine() -> str:
     """`N CPU cores, no GPU` (an NVIDIA device node counts as a GPU; TensorFlow is not asked: slow)."""
     gpu = "NVIDIA GPU" if os.path.exists("/dev/nvidia0") else "no GPU"

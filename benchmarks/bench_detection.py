@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._report import machine, today, write_section  # noqa: E402
+from benchmarks._report import machine, publish, today  # noqa: E402
 from simfusion.detect.registry import DEFAULT_DETECTOR  # noqa: E402
 
 log = logging.getLogger("bench_detection")
@@ -421,10 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Reproduce: `python benchmarks/bench_detection.py --seed {args.seed} --n {args.n}`",
     ]
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-    return 0
+    return publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

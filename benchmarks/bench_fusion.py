@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from benchmarks._report import load_average, machine, today, write_section  # noqa: E402
+from benchmarks._report import load_average, machine, publish, today  # noqa: E402
 
 SECTION = "fusion_fashion_mnist"
 
@@ -218,10 +218,7 @@ Time on this machine ({machine()}; load average at the start {load}; whole run {
 
 Date: {today()}. Reproduce: `{command}`
 """
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-    return 0
+    return publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._report import ROOT, load_average, machine, today, write_section  # noqa: E402
+from benchmarks._report import ROOT, load_average, machine, publish, today  # noqa: E402
 
 log = logging.getLogger("bench_near_duplicates")
 
@@ -476,10 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     runs = {seed: run_seed(seed, args, detectors) for seed in seeds}
     text = report(runs, args, detectors, load=load, total=time.perf_counter() - started)
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-    return 0
+    return publish(SECTION, text, write=not args.no_write)
 
 
 def report(runs: dict[int, dict], args: argparse.Namespace, detectors: list[str], *, load, total) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._report import machine, today, write_section  # noqa: E402
+from benchmarks._report import machine, publish, today  # noqa: E402
 
 SECTION = "saliency"
 PHOTOS = ("astronaut", "chelsea", "coffee")
@@ -119,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Reproduce: `{command}`",
         ]
     )
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-    return 0
+    return publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from benchmarks._report import load_average, machine, today, write_section  # noqa: E402
+from benchmarks._report import load_average, machine, publish, today  # noqa: E402
 
 SECTION = "scene_queries"
 SCENE = 320  # scenes are square crops resized to SCENE px
@@ -248,10 +248,8 @@ start {load}; whole run {time.perf_counter() - began:.0f} s. Date: {today()}.
 Reproduce: `python benchmarks/bench_scene_queries.py --model MODEL --queries {args.queries} \\
 --seed {args.seed} --source {args.source}`
 """
-    print(text)
-    if not args.no_write:
-        write_section(SECTION if args.source == "fashion" else f"{SECTION}_{args.source}", text)
-    return 0
+    section = SECTION if args.source == "fashion" else f"{SECTION}_{args.source}"
+    return publish(section, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

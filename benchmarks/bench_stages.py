@@ -30,7 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._report import ROOT, load_average, machine, today, write_section  # noqa: E402
+from benchmarks._report import ROOT, load_average, machine, publish, today  # noqa: E402
 from simfusion.views.registry import default_views  # noqa: E402
 
 log = logging.getLogger("bench_stages")
@@ -248,10 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Reproduce: `{command}`",
         ]
     )
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-    return 0
+    return publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from benchmarks._report import load_average, machine, today, write_section  # noqa: E402
+from benchmarks._report import load_average, machine, publish, today  # noqa: E402
 
 SECTION = "training"
 
@@ -252,10 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [" ".join(note), ""]
     lines.append(f"Reproduce: `python benchmarks/bench_training.py --store_n {args.store_n}`")
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-    return 0
+    return publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._report import ROOT, load_average, machine, today, write_section  # noqa: E402
+from benchmarks._report import ROOT, load_average, machine, publish, today  # noqa: E402
 
 log = logging.getLogger("bench_uploads")
 SECTION = "uploads"
@@ -173,10 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows = run(sizes, model)
     text = report(rows, model and os.path.relpath(model, ROOT), time.perf_counter() - start)
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-    return 0
+    return publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from benchmarks._report import load_average, machine, today, write_section  # noqa: E402
+from benchmarks._report import load_average, machine, publish, today  # noqa: E402
 from benchmarks.bench_training import SyntheticImages  # noqa: E402
 
 SECTION = "view_cost"
@@ -89,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Reproduce: `python benchmarks/bench_view_cost.py --n {args.n}`",
         ]
     )
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-    return 0
+    return publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":
