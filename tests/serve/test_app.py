@@ -375,27 +375,3 @@ def test_an_id_ending_in_image_is_still_readable(model, tmp_path):
         answer = requests.get(f"{url}/items/shoes/image", timeout=30)
         assert answer.status_code == 200 and answer.json()["id"] == "shoes/image"
         assert requests.get(f"{url}/items/{model['ids'][0]}/image", timeout=30).status_code == 404
-
-
-def test_an_add_that_outlasts_the_time_limit_is_accepted_and_goes_on(model, tmp_path):
-    import time
-
-    folder = tmp_path / "model"
-    shutil.copytree(model["path"], folder)
-    done = threading.Event()
-
-    class SlowService(Service):  # an add that takes longer than the request's time limit
-        def add(self, uploads):
-            time.sleep(1.5)
-            try:
-                return super().add(uploads)
-            finally:
-                done.set()
-
-    app = create_app(SlowService(Catalog.open(folder)), api_key=KEY, warm=False, request_timeout=0.5)
-    files = [("image", ("a.png", b"abc")), ("record", (None, '{"id": "new-1"}'))]
-    with live_server(app) as url:
-        answer = requests.post(url + "/items", files=files, headers={"x-api-key": KEY}, timeout=30)
-        assert answer.status_code == 202, answer.text
-        assert answer.json()["accepted"] is True and answer.json()["ids"] == ["new-1"]
-        assert done.wait(30)  # the add was not cut off: it ran to its end

@@ -105,6 +105,35 @@ def test_added_items_are_found_and_their_upload_served_then_removed(server, trai
     assert not os.listdir(os.path.join(model, "uploads"))  # the uploads went with their items
 
 
+@pytest.mark.slow
+def test_an_add_that_outlasts_the_time_limit_is_accepted_and_goes_on(trained, tmp_path):
+    import time
+
+    shutil.copytree(trained["out"], tmp_path / "out")
+    catalog = Catalog.open(tmp_path / "out" / "model")
+    # 12 sample images take the detector and the encoders well over 0.2 s
+    app = create_app(Service(catalog), api_key=KEY, request_timeout=0.2)
+    files, records = [], []
+    with open(os.path.join(SAMPLE_DATA, "catalog.jsonl")) as stream:
+        new = [json.loads(line) for line in stream if "fashion" in line][100:112]
+    for record in new:
+        with open(os.path.join(SAMPLE_DATA, record["image"]), "rb") as stream:
+            files.append(("image", (os.path.basename(record["image"]), stream.read())))
+        records.append(("record", json.dumps(record)))
+    with live_server(app, timeout=300) as url:
+        headers = {"x-api-key": KEY}
+        answer = requests.post(url + "/items", files=files, data=records, headers=headers, timeout=60)
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["accepted"] is True and answer.json()["ids"] == [r["id"] for r in new]
+        deadline = time.monotonic() + 120  # the add goes on to its end: every item comes in
+        while time.monotonic() < deadline:
+            if requests.get(url + "/health", timeout=30).json().get("items") == 32:
+                break
+            time.sleep(0.5)
+        assert requests.get(f"{url}/items/{new[-1]['id']}", timeout=30).status_code == 200
+    assert len(Catalog.open(tmp_path / "out" / "model")) == 32
+
+
 def chromedriver() -> str:
     """Debian's chromedriver, installed here when root; skips (not on CI) where it cannot be."""
     if not shutil.which("chromedriver") and os.geteuid() == 0 and shutil.which("apt-get"):
