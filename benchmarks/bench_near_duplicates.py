@@ -293,9 +293,10 @@ def train_pipeline(catalog: str, base: str, out: str, *, detector: str, size: in
 def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[str, np.ndarray], dict]:
     """Rankings (catalog rows, (N, N-1)) of the fused index and of each view alone, for queries
     encoded as predict.py encodes them; and how well each query's vector matched its catalog entry."""
-    from simfusion.search.catalog import Catalog, SearchOptions
+    from simfusion.search.catalog import Catalog
     from simfusion.search.index import search
     from simfusion.search.index_files import load_index
+    from simfusion.search.options import SearchOptions
     from simfusion.search.vectors import transform
 
     catalog = Catalog.open(model)

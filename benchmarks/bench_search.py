@@ -211,7 +211,8 @@ def bench_size(n: int, dim: int, count: int, seed: int) -> list[dict]:
 
 def bench_model(model: str, repeat: int) -> list[dict]:
     """Whole queries on the sample images: encode (detection .. encoders) then search, per query."""
-    from simfusion.search.catalog import Catalog, SearchOptions
+    from simfusion.search.catalog import Catalog
+    from simfusion.search.options import SearchOptions
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     base = os.path.join(repo, "local_test_data")

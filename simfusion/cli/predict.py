@@ -28,10 +28,11 @@ from simfusion.io.records import (
     parse_records,
     write_record,
 )
-from simfusion.search.catalog import CANDIDATE_FACTOR, Catalog
+from simfusion.search.catalog import Catalog
 from simfusion.search.crops import CROPS
 from simfusion.search.faiss_index import single_query_threads
 from simfusion.search.graph import REORDERS
+from simfusion.search.options import CANDIDATE_FACTOR
 from simfusion.search.rules import (
     CATEGORY_KEY,
     Rules,

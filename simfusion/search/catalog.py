@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,6 @@ from simfusion.search.build import (
     repair_index,
 )
 from simfusion.search.crops import (
-    CROPS,
     FIT_SHARE,
     FIT_TOP,
     GUIDED_SHARE,
@@ -50,43 +49,16 @@ from simfusion.search.crops import (
     nudged_boxes,
     window_boxes,
 )
-from simfusion.search.graph import GRAPH_K, REORDERS, RERANK_POOL, NeighbourGraph, diffused
+from simfusion.search.graph import GRAPH_K, RERANK_POOL, NeighbourGraph, diffused
 from simfusion.search.index import CatalogIndex, search
 from simfusion.search.index_files import load_index
+from simfusion.search.options import SearchOptions, fresh_query
 from simfusion.search.rules import Rules, ruled, with_fields
 from simfusion.search.vectors import transform
 
 log = logging.getLogger(__name__)
 
-CANDIDATE_FACTOR = 10  # candidates searched per result shown, before the rules thin them out
 GROWTH = 4  # how much wider each further search is when the rules left too few results
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """How one search runs; the defaults are the product's."""
-
-    k: int = 10
-    rules: Rules | None = None
-    views: Sequence[str] | None = None
-    weights: Mapping[str, float] | None = None
-    candidates: int = CANDIDATE_FACTOR
-    nprobe: int | None = None
-    ef_search: int | None = None
-    crops: str = "guided"  # simfusion.search.crops: "guided" for queries the detector is unsure of
-    rerank: str = "none"  # simfusion.search.graph: "diffusion" reorders the hits over the catalog's graph
-
-    def __post_init__(self) -> None:
-        if self.crops not in CROPS:
-            raise ValueError(f"crops must be one of {', '.join(CROPS)}, not {self.crops!r}")
-        if self.rerank not in REORDERS:
-            raise ValueError(f"rerank must be one of {', '.join(REORDERS)}, not {self.rerank!r}")
-
-
-def fresh_query(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a query record without the `query_box` of an earlier answer (an output: the
-    guided crop sets it again when it applies)."""
-    return {key: value for key, value in record.items() if key != "query_box"}
 
 
 class Catalog:

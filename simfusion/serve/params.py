@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from simfusion.search.catalog import CANDIDATE_FACTOR, SearchOptions
+from simfusion.search.options import CANDIDATE_FACTOR, SearchOptions
 from simfusion.search.rules import CATEGORY_KEY, Rules, parse_boosts, parse_filters, parse_ids
 from simfusion.search.vectors import check_views, parse_weights
 from simfusion.serve.service import HIDDEN_KEYS

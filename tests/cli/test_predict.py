@@ -17,7 +17,8 @@ from simfusion.cli.predict import main
 from simfusion.io.montage import montage_size
 from simfusion.io.store import store_path
 from simfusion.search.build import index_path
-from simfusion.search.catalog import Catalog, SearchOptions
+from simfusion.search.catalog import Catalog
+from simfusion.search.options import SearchOptions
 from simfusion.search.rules import Rules, ruled
 
 
