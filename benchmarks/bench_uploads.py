@@ -5,9 +5,10 @@ A phone photo of a product is 12-48 megapixels. serve.py decodes a JPEG query wi
 draft mode (`decode_image(..., reduce_to=QUERY_SIDE)`: 1/2, 1/4 or 1/8 scale inside the JPEG
 decoder, each side still at least QUERY_SIDE px) and refuses uploads over MAX_UPLOAD_PIXELS. The
 photos are scikit-image's astronaut and coffee photos, scaled up to each size (cubic) with
-seeded sensor-like noise, saved as JPEG quality 90. Each decode runs in a fresh process, so its
-peak memory (ru_maxrss, less the process's before the decode) is its own. With --model_save_path
-(default out/model, which `make demo` trains), each photo is also searched through
+seeded sensor-like noise, saved as JPEG quality 90. Each decode runs in a fresh process; its peak
+memory is the growth of the resident set's high-water mark (VmHWM, reset through
+/proc/self/clear_refs after the models are loaded and warm) over the resident set before it.
+With --model_save_path (default out/model, which `make demo` trains), each photo is also searched through
 `Catalog.search_images` decoded both ways: the time of the whole query and how many of the top 10
 results the two decodes share. Writes section `uploads` of BENCHMARKS.md.
 
@@ -36,7 +37,7 @@ SHAPES = {12: (3000, 4000), 24: (4000, 6000), 48: (6000, 8000)}  # megapixels: (
 
 # Runs in a fresh process: decode one file (whole, or reduced), optionally search with it; prints JSON.
 PROBE = """
-import json, resource, sys, time
+import json, sys, time
 from simfusion.io.images import MAX_PIXELS, decode_image
 from simfusion.serve.service import QUERY_SIDE
 path, mode, model = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -46,7 +47,11 @@ if model:
     from simfusion.search.catalog import Catalog
     catalog = Catalog.open(model)
     catalog.search_images([decode_image(open(sys.argv[4], "rb").read())], [{"id": "warm"}], k=10)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status(key):  # kB
+    return int(next(line for line in open("/proc/self/status") if line.startswith(key)).split()[1])
+with open("/proc/self/clear_refs", "w") as refs:  # resets the peak (VmHWM) to the current RSS
+    refs.write("5")
+before = status("VmRSS:")
 start = time.perf_counter()
 image = decode_image(data, max_pixels=MAX_PIXELS, reduce_to=QUERY_SIDE if mode == "reduced" else None)
 decoded = time.perf_counter() - start
@@ -56,7 +61,7 @@ if catalog is not None:
     [answer] = catalog.search_images([image], [{"id": "query"}], k=10)
     out["query_s"] = decoded + time.perf_counter() - start
     out["top"] = [hit["id"] for hit in answer["results"]]
-out["peak_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+out["peak_mib"] = (status("VmHWM:") - before) / 1024
 print(json.dumps(out))
 """
 
@@ -124,8 +129,9 @@ def report(rows: list[dict], model: str, elapsed: float) -> str:
         f"A large JPEG query decoded whole against serve.py's reduced decode (Pillow draft mode, each "
         f"side still at least {QUERY_SIDE} px; uploads over {MAX_UPLOAD_PIXELS // 10**6} MP are "
         "refused). Photos: scikit-image's astronaut and coffee scaled up to each size with seeded "
-        "noise, JPEG quality 90. Peak memory is the decoding process's growth (ru_maxrss) over its "
-        "state before the decode, a search included where there is one; each cell is one run in a "
+        "noise, JPEG quality 90. Peak memory is the growth of the process's resident high-water mark "
+        "(VmHWM, reset after the models are loaded and warm) over its resident set before the decode, "
+        "the search included where there is one; each cell is one run in a "
         f"fresh process. Catalog: {model or 'none (decode only)'}. Machine: {machine()} (load "
         f"average {load_average()} at the end). Date: {today()}. Whole run: {elapsed:.0f} s.",
         "",

@@ -44,10 +44,12 @@ from simfusion.search.crops import (
     NUDGED_FROM,
     REFINE,
     best_crop,
+    box_between,
     crop_fit,
     is_unsure,
     nudged_boxes,
     window_boxes,
+    working_copy,
 )
 from simfusion.search.graph import GRAPH_K, RERANK_POOL, NeighbourGraph, diffused
 from simfusion.search.index import CatalogIndex, search
@@ -198,8 +200,11 @@ class Catalog:
         for row, (image, result) in enumerate(zip(images, found, strict=True)):
             if not is_unsure(result):
                 continue
-            boxes, crop_maps = self.crop_maps(image, result, {view: maps[view][row] for view in views})
-            box, best_maps = self.pick_crop(image, boxes, crop_maps, views=views, weights=opts.weights)
+            work = working_copy(image)  # boxes on `work` map back to the query's own pixels
+            detected = {**result, "box": box_between(result["box"], image.shape, work.shape)}
+            boxes, crop_maps = self.crop_maps(work, detected, {view: maps[view][row] for view in views})
+            box, best_maps = self.pick_crop(work, boxes, crop_maps, views=views, weights=opts.weights)
+            box = list(result["box"]) if box == boxes[0] else box_between(box, work.shape, image.shape)
             for view in views:
                 maps[view][row] = best_maps[view]
             chosen[row] = records[row]["query_box"] = box

@@ -148,6 +148,26 @@ def test_an_unsure_query_is_answered_from_the_crop_holding_the_product(catalog_m
 
 
 @pytest.mark.slow
+def test_a_large_query_is_guided_on_a_shrunk_copy_and_its_box_is_in_its_own_pixels(catalog_model):
+    import cv2
+
+    from simfusion.search.catalog import Catalog
+    from simfusion.search.crops import GUIDE_SIDE, box_between, working_copy
+
+    model, held = catalog_model
+    catalog = Catalog.open(model, detector="objectness")
+    scene, box = in_a_scene(load_image(os.path.join(SAMPLE_DATA, held["image"])))
+    large = cv2.resize(scene, (360 * 6, 240 * 6), interpolation=cv2.INTER_CUBIC)  # 2160 x 1440
+    assert working_copy(large).shape == (683, GUIDE_SIDE, 3) and working_copy(scene) is scene
+    [guided] = catalog.search_images([large], k=10)
+    # in the query's own pixels (0.47; 0.55 from the full-size image, on the product either way)
+    assert box_iou(guided["query_box"], [6 * v for v in box]) > 0.4
+    assert sum(hit["category"] == "sneaker" for hit in guided["results"]) >= 3
+    assert box_between([0, 0, 1024, 683], (683, 1024), (1440, 2160)) == [0, 0, 2160, 1440]
+    assert box_between([10, 20, 30, 40], (100, 100), (100, 100)) == [10, 20, 30, 40]
+
+
+@pytest.mark.slow
 def test_a_narrowed_search_chooses_its_crop_with_its_own_views(catalog_model):
     """`views=[tiny]` (predict.py --views tiny) chooses the crop by tiny's own fit: the crop that
     choose_crop gives for tiny alone, from candidates encoded once."""
