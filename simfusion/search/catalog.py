@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from simfusion.detect.objectness import working_copy
 from simfusion.detect.registry import catalog_detector
 from simfusion.io.lock import write_lock
 from simfusion.io.montage import catalog_image_path
@@ -40,6 +41,7 @@ from simfusion.search.build import (
 from simfusion.search.crops import (
     FIT_SHARE,
     FIT_TOP,
+    GUIDE_SIDE,
     GUIDED_SHARE,
     NUDGED_FROM,
     REFINE,
@@ -49,7 +51,6 @@ from simfusion.search.crops import (
     is_unsure,
     nudged_boxes,
     window_boxes,
-    working_copy,
 )
 from simfusion.search.graph import GRAPH_K, RERANK_POOL, NeighbourGraph, diffused
 from simfusion.search.index import CatalogIndex, search
@@ -200,7 +201,8 @@ class Catalog:
         for row, (image, result) in enumerate(zip(images, found, strict=True)):
             if not is_unsure(result):
                 continue
-            work = working_copy(image)  # boxes on `work` map back to the query's own pixels
+            # a large query's crops come from a shrunk copy; boxes on it map back to the query's pixels
+            work = image if max(image.shape[:2]) <= GUIDE_SIDE else working_copy(image, size=GUIDE_SIDE)
             detected = {**result, "box": box_between(result["box"], image.shape, work.shape)}
             boxes, crop_maps = self.crop_maps(work, detected, {view: maps[view][row] for view in views})
             box, best_maps = self.pick_crop(work, boxes, crop_maps, views=views, weights=opts.weights)

@@ -159,19 +159,6 @@ def nudged_boxes(
     return out
 
 
-def working_copy(image: np.ndarray, *, side: int = GUIDE_SIDE) -> np.ndarray:
-    """The image a guided query's crops are cut from: `image` itself, or a copy shrunk (area
-    interpolation) so that its longer side is `side`."""
-    height, width = image.shape[:2]
-    if max(height, width) <= side:
-        return image
-    import cv2
-
-    scale = side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
 def box_between(box: Sequence[int], source: Sequence[int], target: Sequence[int]) -> list[int]:
     """`box` (x0, y0, x1, y1) on an image of shape `source` mapped onto one of shape `target` (the
     same picture at another size): rounded outwards, clipped to the target."""
