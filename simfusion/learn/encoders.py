@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from simfusion.io.atomic import read_json
+from simfusion.io.atomic import fsync_folder, read_json
 from simfusion.learn.data import ImageSource, as_source, fit_batch, image_dataset
 from simfusion.learn.students import StudentEncoder
 from simfusion.models.hed import backbone_features
@@ -25,6 +25,31 @@ from simfusion.views.registry import COMPUTED, HED_BLOCKS, PRETRAINED, STUDENT, 
 log = logging.getLogger(__name__)
 
 TRAINING_JSON = "training.json"
+# the run in progress's training.json, written before its store commits and renamed to TRAINING_JSON
+# after: a reader that finds the store one run ahead of training.json renames it (simfusion.search.build)
+NEXT_TRAINING_JSON = "training.next.json"
+
+
+def finish_training_run(model_save_path: str | os.PathLike, run: str) -> bool:
+    """Rename training.next.json, when it names `run`, over training.json: train.py's commit point,
+    and the repair of a train.py killed after its store and before that rename (whoever comes first
+    renames the same file, so a race is harmless). True when training.json names `run` after."""
+    folder = os.fspath(model_save_path)
+    pending, final = os.path.join(folder, NEXT_TRAINING_JSON), os.path.join(folder, TRAINING_JSON)
+    try:
+        if read_json(pending).get("run") == run:
+            os.replace(pending, final)
+            fsync_folder(folder)
+    except FileNotFoundError:
+        pass  # renamed already, by another reader or by train.py
+    except (OSError, ValueError, AttributeError):
+        return False
+    try:
+        return read_json(final).get("run") == run
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 GRID_POOLINGS = ("sqrt", "avgmax")
 
 

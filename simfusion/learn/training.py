@@ -37,7 +37,13 @@ from simfusion.learn.data import (
     split_indices,
     view_image_path,
 )
-from simfusion.learn.encoders import TRAINING_JSON, iter_encoded, make_encoder
+from simfusion.learn.encoders import (
+    NEXT_TRAINING_JSON,
+    TRAINING_JSON,
+    finish_training_run,
+    iter_encoded,
+    make_encoder,
+)
 from simfusion.learn.options import TrainOptions
 from simfusion.learn.sharded import encode_catalog_sharded, view_attrs
 from simfusion.learn.students import STUDENT_EPOCHS, STUDENT_SIZE, fit_student, sample_rows
@@ -418,11 +424,13 @@ def train_catalog(
     }
     # One writer at a time. The new run's models get new names; features.h5 (marked with the run)
     # and then training.json (the commit point) replace the old ones; a kill before leaves the
-    # old catalog whole, a kill between the two is refused clearly until train.py runs again.
+    # old catalog whole, a kill between the two is rolled forward by the next reader from
+    # training.next.json, which names the new run and is written before its store.
     with write_lock(model_save_path):
         train_autoencoders(
             views, sources, info=info, model_save_path=model_save_path, options=options, resume=resume
         )
+        write_json(os.path.join(model_save_path, NEXT_TRAINING_JSON), info)
         if distributor == "local":
             encode_catalog(good, views, sources, info=info, model_save_path=model_save_path,
                            options=options, encode_batch_size=encode_batch_size)  # fmt: skip
@@ -430,7 +438,8 @@ def train_catalog(
             encode_catalog_sharded(good, views, info=info, base=base, model_save_path=model_save_path,
                                    encode_batch_size=encode_batch_size, distributor=distributor,
                                    ray_address=ray_address)  # fmt: skip
-        write_json(os.path.join(model_save_path, TRAINING_JSON), info)
+        if not finish_training_run(model_save_path, info["run"]):
+            raise OSError(f"cannot commit {TRAINING_JSON} of run {info['run']} in {model_save_path}")
         remove_other_runs(model_save_path, keep={spec["model"] for spec in info["views"].values()})
     for row, record in enumerate(good):
         # the same row in every view: all views are written for the same good records in order

@@ -24,7 +24,7 @@ from simfusion.io.atomic import ensure_space, read_json
 from simfusion.io.records import record_id
 from simfusion.io.store import FeatureStore, StoreFormatError, store_path
 from simfusion.io.store_edit import append_items, remove_ids
-from simfusion.learn.encoders import TRAINING_JSON
+from simfusion.learn.encoders import TRAINING_JSON, finish_training_run
 from simfusion.search.index import (
     EF_SEARCH,
     HNSW_M,
@@ -81,6 +81,9 @@ def check_training_run(model_save_path: str | os.PathLike, store) -> None:
         raise StoreFormatError(f"cannot read {path} ({exc}); run train.py again") from exc
     stored = store.attrs().get("run")
     if trained and stored and trained != stored:
+        if finish_training_run(model_save_path, stored):
+            log.warning("%s: train.py was killed after writing run %s's store: finished it", path, stored)
+            return
         raise StoreFormatError(
             f"{os.fspath(model_save_path)} holds the features of training run {stored} but the "
             f"encoders of run {trained} (train.py was interrupted?); run train.py again"

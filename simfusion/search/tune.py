@@ -30,7 +30,7 @@ from simfusion.io.records import record_id
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.pipeline import encode_images, load_pipeline
 from simfusion.search.augment import augmented_copies
-from simfusion.search.build import catalog_vectors
+from simfusion.search.build import catalog_vectors, check_training_run
 from simfusion.search.vectors import fit_transform, transform
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,7 @@ def tune_fusion(
     start = time.perf_counter()
     model_save_path = os.fspath(model_save_path)
     with FeatureStore(store_path(model_save_path)) as store:
+        check_training_run(model_save_path, store)  # the copies are encoded by the store's own run
         views = list(views or store.views)
         ids, pooled = catalog_vectors(store, views, pooling=pooling)
         by_id = {record_id(record): record for record in store.records()}

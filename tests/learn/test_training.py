@@ -302,11 +302,21 @@ def test_an_interrupted_retrain_never_mixes_runs_and_resume_retrains_what_change
     query = encode_views({"thumbnail": thumb[None]}, encoders=load_encoders(first))
     np.testing.assert_allclose(query["thumbnail"], stored, atol=1e-4)
 
-    # killed after the store, before training.json: refused clearly, never a silent mix
+    # killed after the store, before training.json: refused clearly, never a silent mix...
     shutil.copy(model_dir / "features.h5", first / "features.h5")
     with FeatureStore(store_path(first)) as store:
         with pytest.raises(StoreFormatError, match="train.py was interrupted"):
             check_training_run(first, store)
+    # ...unless train.py left the new run's training.next.json (it writes one before the store):
+    # then the next reader finishes the run, and the new encoders meet the new features
+    shutil.copy(model_dir / "training.json", first / "training.next.json")
+    with FeatureStore(store_path(first)) as store:
+        check_training_run(first, store)
+        stored = store.features("thumbnail", [3])
+    assert json.loads((first / "training.json").read_text())["run"] == again["run"]
+    assert not (first / "training.next.json").exists() and not (model_dir / "training.next.json").exists()
+    query = encode_views({"thumbnail": thumb[None]}, encoders=load_encoders(first))
+    np.testing.assert_allclose(query["thumbnail"], stored, atol=1e-4)
 
 
 @pytest.mark.slow
