@@ -422,10 +422,9 @@ def train_catalog(
         )
         for view in views
     }
-    # One writer at a time. The new run's models get new names; features.h5 (marked with the run)
-    # and then training.json (the commit point) replace the old ones; a kill before leaves the
-    # old catalog whole, a kill between the two is rolled forward by the next reader from
-    # training.next.json, which names the new run and is written before its store.
+    # One writer at a time. New models get new names; features.h5 (marked with the run), then
+    # training.json (the commit point) replace the old ones: a kill before leaves the old catalog
+    # whole, one between the two is finished by the next reader (finish_training_run).
     with write_lock(model_save_path):
         train_autoencoders(
             views, sources, info=info, model_save_path=model_save_path, options=options, resume=resume
