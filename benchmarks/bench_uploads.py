@@ -123,6 +123,9 @@ def run(sizes: list[int], model: str) -> list[dict]:
 def report(rows: list[dict], model: str, elapsed: float) -> str:
     from simfusion.serve.service import MAX_UPLOAD_PIXELS, QUERY_SIDE
 
+    demo = " (as make demo trains out/model: the sample catalog, the default views)"
+    catalog = model + demo if model else "none (decode only)"
+
     lines = [
         "## uploads",
         "",
@@ -132,7 +135,7 @@ def report(rows: list[dict], model: str, elapsed: float) -> str:
         "noise, JPEG quality 90. Peak memory is the growth of the process's resident high-water mark "
         "(VmHWM, reset after the models are loaded and warm) over its resident set before the decode, "
         "the search included where there is one; each cell is one run in a "
-        f"fresh process. Catalog: {model or 'none (decode only)'}. Machine: {machine()} (load "
+        f"fresh process. Catalog: {catalog}. Machine: {machine()} (load "
         f"average {load_average()} at the end). Date: {today()}. Whole run: {elapsed:.0f} s.",
         "",
         "| photo | MP | file MiB | decoded (whole) | decoded (reduced) | decode s whole | reduced "
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         model = ""
     start = time.perf_counter()
     rows = run(sizes, model)
-    text = report(rows, model and os.path.relpath(model, ROOT), time.perf_counter() - start)
+    text = report(rows, model and os.path.abspath(model), time.perf_counter() - start)
     return publish(SECTION, text, write=not args.no_write)
 
 
