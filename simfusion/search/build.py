@@ -33,7 +33,7 @@ from simfusion.search.index import (
     build_index,
 )
 from simfusion.search.index_edit import add_items, remove_items
-from simfusion.search.index_files import load_index, save_bytes, save_index
+from simfusion.search.index_files import live_meta, load_index, save_bytes, save_index
 from simfusion.search.vectors import (
     check_views,
     fit_transform,
@@ -246,7 +246,7 @@ def add_catalog_items(
     ids = [record_id(record) for record in records]
     # the index's save is checked for space before the store commits, so a full disk changes neither
     grows = sum(np.asarray(maps).nbytes for maps in maps_by_view.values())
-    needed = save_bytes(folder, len(index.ids) + len(index.removed) + len(ids)) + grows
+    needed = save_bytes(folder, live_meta(folder), len(index.ids) + len(index.removed) + len(ids)) + grows
     ensure_space(folder, needed, what="the index")
     append_items(
         store_path(model_save_path),
@@ -271,7 +271,8 @@ def remove_catalog_items(model_save_path: str | os.PathLike, ids: Iterable[str])
         # ids an interrupted remove took from the store only: gone now, and counted as removed
         repaired = [key for key in reconcile(index, store)["removed"] if key in set(ids)]
         held = set(store.record_ids())
-    ensure_space(folder, save_bytes(folder, len(index.ids) + len(index.removed)), what="the index")
+    needed = save_bytes(folder, live_meta(folder), len(index.ids) + len(index.removed))
+    ensure_space(folder, needed, what="the index")
     in_store = remove_ids(store_path(model_save_path), [key for key in ids if key in held])
     removed = repaired + remove_items(index, ids)
     save_index(index, folder)

@@ -37,8 +37,9 @@ def save_index(index: CatalogIndex, folder: str | os.PathLike) -> str:
     """
     folder = os.path.abspath(os.fspath(folder))
     os.makedirs(folder, exist_ok=True)
-    ensure_space(folder, save_bytes(folder, len(index.ids) + len(index.removed)), what="the index")
-    generation = next_generation(folder, index.meta)
+    live = live_meta(folder)  # read once: index.json lists every id, and can be large
+    ensure_space(folder, save_bytes(folder, live, len(index.ids) + len(index.removed)), what="the index")
+    generation = next_generation(folder, index.meta, live)
     files = {name: f"part-{number}.g{generation}.faiss" for number, name in enumerate(index.parts)}
     params_file = f"params.g{generation}.npz"
     written: list[str] = []
@@ -73,13 +74,21 @@ def save_index(index: CatalogIndex, folder: str | os.PathLike) -> str:
 _GENERATION = re.compile(r"^(?:part-\d+|params)\.g(\d+)\.")
 
 
-def next_generation(folder: str, meta: dict[str, Any]) -> int:
-    """One above the generation of `meta`, of the folder's committed index and of any file an
-    interrupted save left there: a fresh build (generation 0 in memory) never reuses the names
+def live_meta(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The folder's committed `index.json`, or None where there is no readable one."""
+    try:
+        return read_meta(folder)
+    except IndexFileError:
+        return None
+
+
+def next_generation(folder: str, meta: dict[str, Any], live: dict[str, Any] | None) -> int:
+    """One above the generation of `meta`, of the folder's committed index (`live`) and of any file
+    an interrupted save left there: a fresh build (generation 0 in memory) never reuses the names
     the live index reads."""
     seen = [int(meta.get("generation", 0))]
-    with contextlib.suppress(IndexFileError, ValueError, TypeError):
-        seen.append(int(read_meta(folder).get("generation", 0)))
+    with contextlib.suppress(AttributeError, ValueError, TypeError):
+        seen.append(int(live.get("generation", 0)))
     for name in os.listdir(folder):
         match = _GENERATION.match(name)
         if match:
@@ -87,17 +96,17 @@ def next_generation(folder: str, meta: dict[str, Any]) -> int:
     return max(seen) + 1
 
 
-def save_bytes(folder: str | os.PathLike, count: int) -> int:
-    """About the bytes a save of `count` items writes beside the live index: the live generation's
-    files, scaled by the change in items (0 where there is no readable index yet)."""
+def save_bytes(folder: str | os.PathLike, live: dict[str, Any] | None, count: int) -> int:
+    """About the bytes a save of `count` items writes beside the live index (`live`, its
+    `index.json`): the live generation's files, scaled by the change in items (0 where there is no
+    readable index yet)."""
     try:
-        meta = read_meta(folder)
-        names = [*meta["parts"].values(), meta.get("params", PARAMS_FILE)]
-        live = sum(os.path.getsize(os.path.join(os.fspath(folder), name)) for name in names)
-        held = int(meta.get("count", 0)) + len(meta.get("removed", []))
-    except (IndexFileError, OSError, KeyError, AttributeError, TypeError, ValueError):
+        names = [*live["parts"].values(), live.get("params", PARAMS_FILE)]
+        size = sum(os.path.getsize(os.path.join(os.fspath(folder), name)) for name in names)
+        held = int(live.get("count", 0)) + len(live.get("removed", []))
+    except (OSError, KeyError, AttributeError, TypeError, ValueError):
         return 0
-    return int(live * max(count, 1) / max(held, 1))
+    return int(size * max(count, 1) / max(held, 1))
 
 
 def remove_unreferenced(folder: str, *, keep: set[str]) -> None:
