@@ -227,8 +227,7 @@ def evaluate_store(
     ks = sorted({min(k, k_max) for k in ks})
     query_rows = draw_queries(len(ids), n_queries, seed=seed)
 
-    unread: list[str] = []
-    baseline = baselines_of([records[key] for key in ids], baselines, base_path, seed=seed, unread=unread)
+    baseline, unread = baselines_of([records[key] for key in ids], baselines, base_path, seed=seed)
     methods = {**vectors, **baseline}
     rankings = rank_methods(methods, query_rows, k=k_max)
     if len(vectors) > 1:
@@ -307,14 +306,13 @@ def baselines_of(
     base_path: str,
     *,
     seed: int,
-    unread: list[str] | None = None,
-) -> dict[str, np.ndarray]:
-    """The wanted baselines' vectors, computed from the records' thumbnails. A thumbnail that
-    cannot be read counts as a blank image (its id goes into `unread`, and a warning says so), so
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The wanted baselines' vectors, computed from the records' thumbnails, and the ids whose
+    thumbnail could not be read. Such a thumbnail counts as a blank image (a warning says so), so
     one bad file costs the baselines one item, not the whole evaluation."""
     wanted = [name for name in baselines if name]
     if not wanted:
-        return {}
+        return {}, []
     thumbs, missing = _load_thumbnails(records, base_path=base_path)
     if missing:
         log.warning(
@@ -323,9 +321,8 @@ def baselines_of(
             len(records),
             missing[0][1],
         )
-        if unread is not None:
-            unread.extend(key for key, _ in missing)
-    return {name: vecs for name, vecs in baseline_vectors(thumbs, seed=seed).items() if name in wanted}
+    vectors = {name: vecs for name, vecs in baseline_vectors(thumbs, seed=seed).items() if name in wanted}
+    return vectors, [key for key, _ in missing]
 
 
 def tuned_vectors(
