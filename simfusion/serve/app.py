@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from simfusion.io.images import ImageError
-from simfusion.io.records import record_id, record_json
+from simfusion.io.records import RecordError, record_id, record_json
 from simfusion.search.duplicates import DEFAULT_THRESHOLD, MAX_PER_ITEM
 from simfusion.search.faiss_index import single_query_threads
 from simfusion.search.vectors import UnknownViewError
@@ -220,9 +220,11 @@ def _search_routes(app, ctx: Context) -> None:
                 raise ApiError(422, str(exc)) from None
             return json_response(answer)
         body = await ctx.read_json(request)
-        key = body.get("id")
-        if not isinstance(key, str | int) or isinstance(key, bool) or key == "":
-            raise ApiError(400, 'send an image (multipart field `image`) or JSON {"id": "<catalog id>"}')
+        try:  # the id rule every record follows (records.record_id); no id at all is refused too
+            key = record_id({"id": body.get("id")})
+        except RecordError:
+            wanted = 'send an image (multipart field `image`) or JSON {"id": "<catalog id>"}'
+            raise ApiError(400, wanted) from None
         options = ctx.options_of(_merged(request.query_params, body), also=("id",))
         try:
             return json_response(await ctx.run(lambda: ctx.service.search_id(str(key), options)))
