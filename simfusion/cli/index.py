@@ -15,7 +15,7 @@ from simfusion.io.records import (
     record_id,
     write_record,
 )
-from simfusion.io.store import FeatureStore, StoreFormatError, store_path
+from simfusion.io.store import FeatureStore, StoreFormatError, store_path, store_version
 from simfusion.search.build import (
     STAGE,
     build_catalog_index,
@@ -180,8 +180,32 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+# fusion.py builds an index from the store without the write lock (tuning takes a while and would
+# hold up adds), then saves it under the lock: a store that changed in between is read again
+BUILD_TRIES = 3
+
+
 def build_main(args, parser, kind: str) -> int:
-    """Build the index: weights and whitening tuned on the catalog unless --weights or --no_tune."""
+    """Build the index: weights and whitening tuned on the catalog unless --weights or --no_tune;
+    built again when an add or remove changed the store while it was being built."""
+    path = store_path(args.model_save_path)
+    for _ in range(BUILD_TRIES):
+        version = store_version(path)
+        index, tuning = build_from_store(args, parser, kind)
+        with write_lock(args.model_save_path):
+            if store_version(path) == version:
+                folder = save_index(index, index_path(args.model_save_path))
+                out = {**summary(index, folder), "tuning": tuning}
+                print(json.dumps(out, ensure_ascii=False), flush=True)
+                return 0
+        log.warning("the catalog changed while its index was built (an add or remove): building again")
+    raise OSError(
+        f"the catalog changed during each of {BUILD_TRIES} builds of its index: run fusion.py again"
+    )
+
+
+def build_from_store(args, parser, kind: str):
+    """(the index, the tuning's report) from the store as it is now."""
     views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else None
     if views is None:
         with FeatureStore(store_path(args.model_save_path)) as store:
@@ -216,10 +240,7 @@ def build_main(args, parser, kind: str) -> int:
     except UnknownViewError as exc:
         parser.error(f"--views: {exc}")
     index.meta["tuning"] = tuning
-    with write_lock(args.model_save_path):
-        folder = save_index(index, index_path(args.model_save_path))
-    print(json.dumps({**summary(index, folder), "tuning": tuning}, ensure_ascii=False), flush=True)
-    return 0
+    return index, tuning
 
 
 def tuned_settings(args, views: list[str] | None) -> dict | None:

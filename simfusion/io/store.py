@@ -51,6 +51,17 @@ def store_path(model_save_path: str | os.PathLike) -> str:
     return os.path.join(os.fspath(model_save_path), STORE_NAME)
 
 
+def store_version(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
+    """Which file the store is now (None: there is none). Every writer replaces it whole, through
+    a temporary file and a rename, so a reader that compares this before and after knows whether
+    the store changed under it (fusion.py's rebuild does, under the write lock, before it saves)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -23,6 +23,7 @@ from simfusion.io.lock import LockTimeout, write_lock
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.search.build import index_path
 from simfusion.search.catalog import Catalog
+from simfusion.search.index import search
 from simfusion.search.index_files import load_index
 
 NEW = [f"new-{i}" for i in range(5)]
@@ -150,6 +151,57 @@ def test_a_rebuild_killed_at_any_write_never_touches_the_live_index(tmp_path):
         assert len(answer["results"]) == 3
         assert run_writer(folder, "rebuild").returncode == 0  # the retry finishes over what was left
         assert live_files(index_path(folder))[0] > state[0] and len(Catalog.open(folder)) == 30
+
+
+# fusion.py's rebuild, where a remove (or REPLACE: a remove, then an add of the same id with other
+# features) lands between the build's read of the store and its save, as a concurrent writer would
+RACED_REBUILD = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from simfusion.cli.index import main
+    from simfusion.io.lock import LOCK_FILE
+    from simfusion.search.build import add_catalog_items, remove_catalog_items
+
+    folder, change = sys.argv[1], sys.argv[2]
+    done = [False]
+
+    def hook(event, args):  # the first open of the lock file is the save's
+        if event == "open" and not done[0] and str(args[0]).endswith(LOCK_FILE):
+            done[0] = True
+            remove_catalog_items(folder, ["item-001"])
+            if change == "replace":
+                from simfusion.io.store import FeatureStore, store_path
+
+                with FeatureStore(store_path(folder)) as store:
+                    shapes = {view: store.shape(view)[1:] for view in store.views}
+                rng = np.random.default_rng(5)
+                maps = {v: rng.standard_normal((1, *s)).astype(np.float32) for v, s in shapes.items()}
+                add_catalog_items(folder, [{"id": "item-001", "image": "other.jpg"}], maps)
+
+    sys.addaudithook(hook)
+    sys.exit(main(["--model_save_path", folder, "--no_tune"]))
+    """
+)
+
+
+@pytest.mark.parametrize("change", ["remove", "replace"])
+def test_a_rebuild_that_the_store_changed_under_is_built_again_from_the_new_store(tmp_path, change):
+    synthetic_model(tmp_path, n=12)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": REPO}
+    done = subprocess.run(
+        [sys.executable, "-c", RACED_REBUILD, str(tmp_path), change], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the catalog changed while its index was built" in done.stderr
+    catalog = Catalog.open(tmp_path)
+    assert set(catalog.index.ids) == set(store_ids(tmp_path))
+    assert ("item-001" in catalog.index.ids) == (change == "replace")
+    if change == "replace":  # the index holds the new features, not the removed item's
+        with FeatureStore(store_path(tmp_path)) as store:
+            maps = {view: store.features(view, store.rows(view, ["item-001"])) for view in store.views}
+        [hit] = search(catalog.index, catalog.vectors(maps), k=1)
+        assert hit[0]["id"] == "item-001" and hit[0]["score"] > 0.999
 
 
 @pytest.mark.slow
