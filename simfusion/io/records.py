@@ -114,9 +114,11 @@ def _unusable(item: Any) -> str | None:
     if _depth(item) > MAX_DEPTH:
         return f"is nested deeper than {MAX_DEPTH} levels"
     try:
-        record_json(item).encode("utf-8")
+        json.dumps(item, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
         return "holds text that is not valid Unicode (a lone surrogate)"
+    except ValueError:  # Python reads NaN and Infinity; written back, no strict JSON reader would
+        return "holds NaN or Infinity, which are not JSON numbers"
     return None
 
 
@@ -219,8 +221,15 @@ def record_id(record: dict[str, Any]) -> str:
             raise RecordError(f"`{key}` must be a string or a whole number, not {kind}")
         if value == "":
             raise RecordError(f"`{key}` is empty: give the record an id, or leave `{key}` out")
-        return str(value)
-    return record_path(record)
+        return _without_nul(str(value), key)
+    return _without_nul(record_path(record), "image")
+
+
+def _without_nul(key: str, field: str) -> str:
+    """An id as it is, unless it holds a NUL character (HDF5 stores ids as C strings)."""
+    if "\x00" in key:
+        raise RecordError(f"`{field}` holds a NUL character (\\u0000), which an id cannot")
+    return key
 
 
 def record_path(record: dict[str, Any]) -> str:

@@ -80,7 +80,14 @@ def test_ids_and_paths_follow_the_prototype_keys():
 
 @pytest.mark.parametrize(
     ("value", "says"),
-    [(None, "not null"), ("", "is empty"), (True, "not bool"), ({"a": 1}, "not dict"), (1.5, "not float")],
+    [
+        (None, "not null"),
+        ("", "is empty"),
+        (True, "not bool"),
+        ({"a": 1}, "not dict"),
+        (1.5, "not float"),
+        ("a\x00b", "NUL character"),  # HDF5 cannot store it: the whole batch used to fail
+    ],
 )
 def test_a_given_id_that_is_not_a_string_or_whole_number_is_an_error_record(value, says):
     with pytest.raises(RecordError, match=says):
@@ -227,3 +234,17 @@ def test_unwritable_values_are_refused_at_the_input(caplog):
     records = parse('{"id": "\\ud800"}\n{"id": "big", "n": ' + "9" * 5000 + '}\n{"id": "b"}\n')
     assert [r["id"] for r in records] == ["b"]
     assert "line 1" in caplog.text and "line 2" in caplog.text
+
+
+def test_nan_and_infinity_are_refused_at_the_input_and_the_other_lines_come_out(caplog):
+    # Python's json reads them; predict.py and the service then wrote "price": NaN, which jq and a
+    # browser's JSON.parse refuse
+    lines = ['{"id": "a", "price": NaN}', '{"id": "b", "w": -Infinity}', '[{"id": "c", "x": [Infinity]}]']
+    records = parse("\n".join([*lines, '{"id": "d"}', ""]))
+    assert [r["id"] for r in records] == ["d"]
+    assert caplog.text.count("NaN or Infinity") == 3 and "line 1" in caplog.text and "line 3" in caplog.text
+
+
+def test_an_image_path_with_a_nul_is_not_an_id():
+    with pytest.raises(RecordError, match="NUL character"):
+        record_id({"image": "a\x00.jpg"})
