@@ -3,7 +3,8 @@
 
 import sys
 
+from simfusion.cli.common import run_script
 from simfusion.cli.predict import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

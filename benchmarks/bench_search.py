@@ -327,7 +327,7 @@ def bench_pq(n: int, dim: int, kinds: list[str], count: int, pq_bytes: int, seed
 
 
 def pq_table(rows: list[dict]) -> str:
-    from simfusion.search.faiss_index import format_bytes
+    from simfusion.search.index_plan import format_bytes
 
     lines = [
         "| vectors | kind | parameters | index size | peak RSS | train s | add s | p50 ms | recall@10 "

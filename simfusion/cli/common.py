@@ -23,6 +23,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# A thumbnail side above this is a slip: 100,000 px asked OpenCV for 29 GB, and 20,000 px wrote
+# 400 MP images that the next stage's pixel cap refuses.
+MAX_THUMBNAIL_SIDE = 4096
+
+
+def thumbnail_side(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_THUMBNAIL_SIDE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_THUMBNAIL_SIDE} pixels, not {text}")
+    return value
+
+
 def add_image_arguments(
     parser: argparse.ArgumentParser, *, output: bool = True, size: bool = True, size_used: bool = True
 ) -> None:
@@ -35,9 +47,10 @@ def add_image_arguments(
         parser.add_argument("--output_image_path", help="folder to write this stage's images under")
     if size:
         unused = "" if size_used else " (accepted for the prototype's command lines; not used here)"
+        at_most = f" (at most {MAX_THUMBNAIL_SIDE})"
         for flag, kind, default, text in (
-            ("--im_height", positive_int, 128, "thumbnail height in pixels"),
-            ("--im_width", positive_int, 128, "thumbnail width in pixels"),
+            ("--im_height", thumbnail_side, 128, "thumbnail height in pixels" + at_most),
+            ("--im_width", thumbnail_side, 128, "thumbnail width in pixels" + at_most),
         ):
             parser.add_argument(flag, type=kind, default=default, help=text + unused)
         channel = "1 (gray) or 3 (RGB)" + unused
@@ -81,10 +94,45 @@ def add_distributor_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_script(main) -> int:
+    """`main()`'s exit code; a reader that closes stdout early (`predict.py ... | head`) ends the
+    command with one line on stderr and exit 1, not a BrokenPipeError traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit: point it at /dev/null, not at the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("stdout was closed before every record was written", file=sys.stderr)
+        return 1
+
+
+def check_detector(parser: argparse.ArgumentParser, spec: str | None) -> None:
+    """A `--detector` spec that cannot be built is a usage error before any record is read (it was
+    an error on every query); None (the catalog's own detector) is left to the catalog."""
+    if not spec:
+        return
+    from simfusion.detect.registry import make_detector
+    from simfusion.models.cache import ModelMissing
+
+    try:
+        make_detector(spec)
+    except (ModelMissing, ValueError, OSError) as exc:
+        parser.error(f"--detector {spec}: {exc}")
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 0 or more, not {text}")
     return value
 
 

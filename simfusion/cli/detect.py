@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     else:  # each Ray worker builds its own detector
         models = {"detector": (make_detector, {"spec": args.detector, "label_map": label_map})}
         core = StageCore(detect_records, options, models=models, gpu=True)
-    run_stage(
+    counts = run_stage(
         core,
         stage=STAGE,
         batch_size=args.batch_size,
@@ -77,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
         distributor=args.distributor,
         ray_address=args.ray_address,
     )
-    return 0
+    return 1 if counts.get("stopped") else 0

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
-from simfusion.cli.common import HelpFormatter, add_log_level_argument, configure_logging
+from simfusion.cli.common import HelpFormatter, add_log_level_argument, configure_logging, non_negative_int
 from simfusion.evaluate.protocol import BASELINES, evaluate_store
 from simfusion.evaluate.report import format_table, plot_results
+from simfusion.io.atomic import write_json
 from simfusion.search.graph import REORDERS
 from simfusion.search.vectors import FUSIONS
 
@@ -28,8 +28,10 @@ def build_parser():
     )
     parser.add_argument("--category_key", default="category", help="record field that says what is relevant")
     parser.add_argument("--k", default="10,100", help="comma-separated cut-offs (default 10,100)")
-    parser.add_argument("--queries", type=int, default=1000, help="queries drawn from the catalog (0: all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the query draw")
+    parser.add_argument(
+        "--queries", type=non_negative_int, default=1000, help="queries drawn from the catalog (0: all)"
+    )
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the query draw")
     parser.add_argument("--views", help="comma-separated views (default: every view of the store)")
     parser.add_argument("--weights", help="per-view weights of the fusion, e.g. thumbnail=1,edges=0.5")
     parser.add_argument(
@@ -96,11 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{report['queries']} queries over {report['items']} items, relevant = same {args.category_key!r}")
     print(format_table(report["results"]))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
-    if args.plot:
-        plot_results(
-            report["results"], args.plot, title=f"{report['items']} items, {report['queries']} queries"
-        )
+    try:
+        if args.json:
+            write_json(args.json, report, indent=2)  # atomically, its folder made
+        if args.plot:
+            title = f"{report['items']} items, {report['queries']} queries"
+            plot_results(report["results"], args.plot, title=title)
+    except OSError as exc:  # the table is out on stdout already
+        log.error("evaluate: cannot write the results: %s", exc)
+        return 1
     return 0

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
 
-from simfusion.cli.common import HelpFormatter, add_log_level_argument, configure_logging, positive_int
+from simfusion.cli.common import (
+    HelpFormatter,
+    add_log_level_argument,
+    check_detector,
+    configure_logging,
+    positive_int,
+)
 from simfusion.io.lock import write_lock
 from simfusion.io.records import (
     RecordError,
@@ -18,18 +25,26 @@ from simfusion.io.records import (
 from simfusion.io.store import FeatureStore, StoreFormatError, store_path, store_version
 from simfusion.search.build import (
     STAGE,
+    EmptyCatalogError,
     build_catalog_index,
     index_path,
     summary,
 )
 from simfusion.search.catalog import Catalog
-from simfusion.search.faiss_index import parse_bytes
 from simfusion.search.index import KINDS, IndexFileError
 from simfusion.search.index_files import save_index
+from simfusion.search.index_plan import IndexPlanError, parse_bytes
 from simfusion.search.tune import TuneOptions, tune_fusion
 from simfusion.search.vectors import FUSIONS, POOLINGS, UnknownViewError, parse_weights
 
 log = logging.getLogger(__name__)
+
+
+def at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 2 or more, not {text}")
+    return value
 
 
 def build_parser():
@@ -75,7 +90,7 @@ def build_parser():
         "--tune_images", type=positive_int, default=TuneOptions.images, help="catalog items the tuning copies"
     )
     parser.add_argument(
-        "--whiten_dim", type=positive_int, help="dimensions kept by the whitening (default all)"
+        "--whiten_dim", type=at_least_two, help="dimensions kept by the whitening, 2 or more (default all)"
     )
     parser.add_argument(
         "--index",
@@ -99,7 +114,7 @@ def build_parser():
     parser.add_argument("--nlist", type=positive_int, help="IVF lists (default ~4 sqrt(N))")
     parser.add_argument("--nprobe", type=positive_int, help="IVF lists searched per query")
     parser.add_argument("--ef_search", type=positive_int, help="HNSW search breadth (default 64)")
-    parser.add_argument("--hnsw_m", type=positive_int, help="HNSW links per node (default 32)")
+    parser.add_argument("--hnsw_m", type=at_least_two, help="HNSW links per node, 2 or more (default 32)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--add", action="store_true", help="add the records on stdin to the store and the index"
@@ -129,22 +144,32 @@ def memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def read_ids(stream) -> list[str]:
-    """Ids on stdin: one per line, bare or as a JSON record with an id."""
-
-    ids = []
-    for line in stream:
-        text = line.strip()
-        if not text:
-            continue
-        if text.startswith("{"):
-            try:
-                ids.append(record_id(json.loads(text)))
-            except (json.JSONDecodeError, RecordError) as exc:
-                log.error("remove: cannot read an id from %r: %s", text[:80], exc)
-        else:
-            ids.extend(part.strip() for part in text.split(",") if part.strip())
+def read_ids(stream, *, skipped: list[str] | None = None) -> list[str]:
+    """Ids on stdin, one line at a time: bare (comma-separated) or JSON (a record with an id, an id
+    as a string, or an array of those). A line that is not UTF-8 or not readable JSON is logged and,
+    when `skipped` is given, noted in it; the other lines still count."""
+    ids: list[str] = []
+    buffer = getattr(stream, "buffer", None)
+    for number, line in enumerate(stream if buffer is None else buffer, 1):
+        try:
+            text = line.decode("utf-8") if isinstance(line, bytes) else line
+            text = text.removeprefix("\ufeff").strip() if number == 1 else text.strip()
+            if text[:1] in ("{", "[", '"'):
+                values = json.loads(text)
+                for value in values if isinstance(values, list) else [values]:
+                    ids.append(record_id(value) if isinstance(value, dict) else _bare_id(value))
+            elif text:
+                ids.extend(part.strip() for part in text.split(",") if part.strip())
+        except (UnicodeDecodeError, ValueError, RecordError) as exc:  # JSONDecodeError is a ValueError
+            log.error("remove: line %d: cannot read an id from it: %s", number, exc)
+            if skipped is not None:
+                skipped.append(str(number))
     return ids
+
+
+def _bare_id(value) -> str:
+    """An id given in JSON on its own: a non-empty string or a whole number."""
+    return record_id({"id": value})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,24 +183,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--binary and --index {args.index} disagree: give one of them")
     try:
         if args.remove is not None:
+            unread: list[str] = []
             ids = (
-                read_ids(sys.stdin)
+                read_ids(sys.stdin, skipped=unread)
                 if args.remove == "-"
                 else [p.strip() for p in args.remove.split(",") if p.strip()]
             )
-            if not ids:
+            if not ids and not unread:
                 parser.error("--remove: no ids given")
-            result = Catalog.open(args.model_save_path).remove(ids)
-            print(json.dumps(result, ensure_ascii=False), flush=True)
-            return 0
+            result = Catalog.open(args.model_save_path).remove(ids) if ids else {"removed": 0}
+            print(json.dumps({**result, "unread_lines": len(unread)}, ensure_ascii=False), flush=True)
+            return 1 if unread else 0
         if args.add:
+            check_detector(parser, args.detector)
             try:
                 return add_main(args)
             except ValueError as exc:  # e.g. a store view that cannot be computed from a new image
                 log.error("add: %s", exc)
                 return 1
         return build_main(args, parser, kind)
-    except (OSError, StoreFormatError, IndexFileError) as exc:  # missing files, a full disk, a held lock
+    except (OSError, StoreFormatError, IndexFileError, EmptyCatalogError) as exc:  # a full disk, a held lock
         log.error("%s", exc)
         return 1
 
@@ -239,6 +266,8 @@ def build_from_store(args, parser, kind: str):
         )
     except UnknownViewError as exc:
         parser.error(f"--views: {exc}")
+    except IndexPlanError as exc:
+        parser.error(str(exc))
     index.meta["tuning"] = tuning
     return index, tuning
 

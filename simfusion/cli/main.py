@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from simfusion.cli.common import run_script
+
 # subcommand -> (module whose main runs it, the top-level script it equals, what it does)
 COMMANDS = {
     "detect": ("simfusion.cli.detect", "object_detection.py", "find the main object of each image"),
@@ -44,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{usage()}\n\nsimfusion: error: unknown command {name!r}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return module.main(rest)
+    return run_script(lambda: module.main(rest))

@@ -18,7 +18,13 @@ import os
 import sys
 from typing import Any
 
-from simfusion.cli.common import HelpFormatter, add_log_level_argument, configure_logging, positive_int
+from simfusion.cli.common import (
+    HelpFormatter,
+    add_log_level_argument,
+    check_detector,
+    configure_logging,
+    positive_int,
+)
 from simfusion.io.montage import (
     montage_rows,
     save_recommendations,
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rules = rules_from(args, parser)
     configure_logging(args.log_level)
+    check_detector(parser, args.detector)
     single_query_threads()
     try:
         catalog = Catalog.open(args.model_save_path, detector=args.detector, edges=args.edges)

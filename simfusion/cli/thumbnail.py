@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         fill=args.fill,
         overwrite=args.overwrite,
     )
-    run_stage(
+    counts = run_stage(
         StageCore(map_records, {"stage": STAGE, "fn": one}),
         stage=STAGE,
         batch_size=args.batch_size,
@@ -56,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
         distributor=args.distributor,
         ray_address=args.ray_address,
     )
-    return 0
+    return 1 if counts.get("stopped") else 0

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         channels=args.im_channel,
         overwrite=args.overwrite,
     )
-    run_stage(
+    counts = run_stage(
         StageCore(saliency_records, options, gpu=args.edges == "hed"),
         stage=STAGE,
         batch_size=args.batch_size,
@@ -71,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
         distributor=args.distributor,
         ray_address=args.ray_address,
     )
-    return 0
+    return 1 if counts.get("stopped") else 0

@@ -26,6 +26,11 @@ class ImageError(ValueError):
     """An image that cannot be read: missing, not a regular file, truncated, not an image, or too large."""
 
 
+class OutputError(OSError):
+    """An image that cannot be written (a full disk, a folder that is a file, no permission): not the
+    record's fault, and the next record would fail the same way, so a stage stops on it."""
+
+
 def load_image(path: str | os.PathLike, *, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image as uint8, (H, W, 3) RGB for `channels=3` or (H, W) gray for `channels=1`.
 
@@ -143,7 +148,10 @@ def save_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95)
     """Write a uint8 image atomically (temporary file, then rename); the format follows the suffix."""
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(f"save_image wants uint8 pixels, not {array.dtype}")
@@ -152,6 +160,9 @@ def save_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95)
     picture = Image.fromarray(array)
     fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), "PNG")
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        picture.save(out, format=fmt, **options)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+            picture.save(out, format=fmt, **options)
+    except OSError as exc:
+        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     return path

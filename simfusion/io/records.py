@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -104,7 +105,7 @@ def _parse_line(line: str, number: int, skip: Callable[[int, str], None]) -> Ite
         if why:
             skip(number, f"{where}{why}")
         else:
-            yield item
+            yield _finite(item)
 
 
 def _unusable(item: Any) -> str | None:
@@ -117,9 +118,35 @@ def _unusable(item: Any) -> str | None:
         json.dumps(item, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
         return "holds text that is not valid Unicode (a lone surrogate)"
-    except ValueError:  # Python reads NaN and Infinity; written back, no strict JSON reader would
-        return "holds NaN or Infinity, which are not JSON numbers"
+    except ValueError:  # NaN or Infinity: `_finite` makes the record an error record instead
+        pass
     return None
+
+
+def _finite(item: dict[str, Any]) -> dict[str, Any]:
+    """The record (without an `"error": null`, which would mark it failed), or, where it holds NaN or
+    Infinity (which Python's json reads and no strict JSON reader would read back), an error record
+    with those values written as null."""
+    keys: list[str] = []
+
+    def clean(value: Any, key: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            keys.append(key)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, key) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v, key) for v in value]
+        return value
+
+    if "error" in item and item["error"] is None:  # "no error": a failed record has a message
+        item = {key: value for key, value in item.items() if key != "error"}
+    cleaned = {key: clean(value, key) for key, value in item.items()}
+    if not keys:
+        return item
+    named = ", ".join(f"`{key}`" for key in dict.fromkeys(keys))
+    cleaned["error"] = f"input: {named} holds NaN or Infinity, which is not a JSON number (written as null)"
+    return cleaned
 
 
 def _depth(value: Any) -> int:
@@ -179,7 +206,7 @@ def _array_items(
         if why:
             skip(line, f"(array item {position}) {why}")
         else:
-            yield item
+            yield _finite(item)
         at = space.match(text, at).end()
         if text.startswith(",", at):
             at += 1

@@ -13,7 +13,7 @@ from functools import partial
 from itertools import islice
 from typing import IO, Any
 
-from simfusion.io.images import ImageError
+from simfusion.io.images import ImageError, OutputError
 from simfusion.io.records import RecordError, mark_duplicates, parse_records, set_error, write_record
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 Record = dict[str, Any]
 BatchFn = Callable[[list[Record]], list[Record]]
 
-# The failures expected of one record; anything else is a bug and fails loudly.
+# The failures expected of one record; anything else is a bug and fails loudly. An OutputError (a
+# stage's own output cannot be written) is not one: run_stage stops on it.
 RECORD_FAILURES = (ImageError, RecordError, OSError)
 DISTRIBUTORS = ("local", "ray")
 
@@ -38,6 +39,8 @@ def map_records(records: list[Record], stage: str, fn: Callable[[Record], Record
     for record in records:
         try:
             result = fn(record)
+        except OutputError:
+            raise
         except RECORD_FAILURES as exc:
             log.warning("%s: record %s: %s", stage, _name(record), exc)
             result = set_error(record, stage, exc)
@@ -95,12 +98,13 @@ def run_stage(
     progress: bool = True,
     distributor: str = "local",
     ray_address: str | None = None,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Read records, run the batch core over the good ones in batches, write every record out.
 
     Records that already carry an `error` pass through untouched, in their place. `distributor`
     `local` runs the core in this process; `ray` runs it on Ray workers (`simfusion.io.distribute`)
-    with the same output, in the same order. Returns counts.
+    with the same output, in the same order. Returns counts, and `stopped` (why) when the stage's
+    output could not be written: the command then exits 1.
     """
     from tqdm import tqdm
 
@@ -108,7 +112,7 @@ def run_stage(
         raise ValueError(f"distributor must be one of {', '.join(DISTRIBUTORS)}, not {distributor!r}")
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
-    counts = {"records": 0, "errors": 0}
+    counts: dict[str, Any] = {"records": 0, "errors": 0}
     records = mark_duplicates(parse_records(stdin))
     if distributor == "ray":
         from simfusion.io.distribute import ray_batches
@@ -120,7 +124,7 @@ def run_stage(
         )
     else:
         fn = core.build() if isinstance(core, StageCore) else core
-        batches = (process_batch(batch, fn, stage) for batch in batched(records, batch_size))
+        batches = _local_batches(records, fn, stage, batch_size, counts)
     with tqdm(desc=stage, unit="img", file=sys.stderr, disable=not progress) as bar:
         for batch in batches:
             for record in batch:
@@ -130,3 +134,20 @@ def run_stage(
             bar.update(len(batch))
     log.info("%s: %d records, %d with errors", stage, counts["records"], counts["errors"])
     return counts
+
+
+def _local_batches(
+    records: Iterable[Record], fn: BatchFn, stage: str, batch_size: int, counts: dict[str, Any]
+) -> Iterator[list[Record]]:
+    """The processed batches; once the stage's output cannot be written (OutputError), the rest of
+    the records come out with that error, and `counts["stopped"]` says why."""
+    batches = batched(records, batch_size)
+    for batch in batches:
+        try:
+            yield process_batch(batch, fn, stage)
+        except OutputError as exc:
+            log.error("%s: %s; stopped: every record from here on is marked with it", stage, exc)
+            counts["stopped"] = str(exc)
+            yield [record if "error" in record else set_error(record, stage, exc) for record in batch]
+            for rest in batches:
+                yield [record if "error" in record else set_error(record, stage, exc) for record in rest]

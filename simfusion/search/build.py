@@ -50,6 +50,10 @@ INDEX_FOLDER = "index"
 SIGNATURE_KEYS = ("model", "input_size", "kind", "objective", "created")
 
 
+class EmptyCatalogError(ValueError):
+    """A catalog with no items, asked for what needs some (a fresh index)."""
+
+
 def index_path(model_save_path: str | os.PathLike) -> str:
     """Where the index lives: `<model_save_path>/index`."""
     return os.path.join(os.fspath(model_save_path), INDEX_FOLDER)
@@ -123,7 +127,10 @@ def catalog_vectors(
             parts.append(l2_normalize(pool_features(maps, pooling=pooling)))
             ids.extend(batch_ids)
         if not parts:
-            raise ValueError(f"view {view!r} of the feature store is empty: nothing to index")
+            raise EmptyCatalogError(
+                f"view {view!r} of the feature store is empty: nothing to index (add items with "
+                "fusion.py --add, or train the catalog with train.py)"
+            )
         pooled[view], ids_of[view] = np.concatenate(parts), ids
     shared = set.intersection(*(set(ids) for ids in ids_of.values()))
     ids = [key for key in ids_of[views[0]] if key in shared]

@@ -48,8 +48,8 @@ from simfusion.search.faiss_index import (
     faiss_reconstruct,
     faiss_search,
     measure_recall,
-    plan_index,
 )
+from simfusion.search.index_plan import plan_index
 from simfusion.search.probe import (
     PROBE,
     PROBE_CANDIDATES,

@@ -136,6 +136,11 @@ def test_unknown_view_and_bad_rules_exit_2(tmp_path, cli, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli(main, ["--model_save_path", str(tmp_path), "--boost", "brand:2", "q.jpg"])
     assert exit_info.value.code == 2 and "key=value:factor" in capsys.readouterr().err
+    # a detector that cannot be built failed every query, exit 1 (object_detection.py exits 2)
+    for spec, says in (("nope", "unknown detector 'nope'"), ("keras:", "needs an argument")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli(main, ["--model_save_path", str(tmp_path), "--detector", spec, "q.jpg"])
+        assert exit_info.value.code == 2 and says in capsys.readouterr().err
 
 
 def test_unreadable_query_gives_an_error_record_and_exit_1(tmp_path, cli):

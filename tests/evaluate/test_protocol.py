@@ -174,3 +174,20 @@ def test_diffusion_reorders_the_index_own_ranking_when_it_has_the_clusters_term(
     diffused = results[f"{CLUSTERED} + diffusion"]
     assert not any(name.endswith("+ diffusion") and name != f"{CLUSTERED} + diffusion" for name in results)
     assert diffused["P@10"] >= results[CLUSTERED]["P@10"] - 0.05 and diffused["P@10"] > 0.9
+
+
+def test_results_go_into_a_folder_that_does_not_exist_yet_and_bad_counts_are_usage_errors(tmp_path, capsys):
+    from conftest import synthetic_model
+
+    from simfusion.cli.evaluate import main as evaluate_main
+
+    synthetic_model(tmp_path / "model", n=30)
+    argv = ["--model_save_path", str(tmp_path / "model"), "--queries", "0", "--baselines", ""]
+    target = tmp_path / "new" / "folder" / "eval.json"  # a traceback after the whole run, before
+    assert evaluate_main([*argv, "--json", str(target)]) == 0
+    assert json.loads(target.read_text())["queries"] == 30
+    assert evaluate_main([*argv, "--json", str(tmp_path / "new")]) == 1  # a folder: one line, exit 1
+    for flag in ("--queries", "--seed"):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate_main(["--model_save_path", str(tmp_path / "model"), flag, "-1"])
+        assert exit_info.value.code == 2 and "must be a whole number of 0 or more" in capsys.readouterr().err

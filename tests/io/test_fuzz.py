@@ -104,9 +104,9 @@ def _json_object(data: bytes) -> bool:
 GOOD = st.fixed_dictionaries(
     {"image": st.text(max_size=12)},
     optional={
-        "price": st.floats(allow_nan=False) | st.integers(-(10**30), 10**30),
+        "price": st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**30), 10**30),
         "tags": st.lists(st.text(max_size=5), max_size=3),
-        "box": st.lists(st.floats(allow_nan=False), max_size=5),
+        "box": st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=5),
         "nested": st.recursive(st.none() | st.booleans(), lambda c: st.lists(c, max_size=2), max_leaves=5),
     },
 )

@@ -10,6 +10,7 @@ from simfusion.io.records import (
     output_relpath,
     parse_records,
     record_id,
+    record_json,
     record_path,
     set_error,
     write_record,
@@ -236,15 +237,26 @@ def test_unwritable_values_are_refused_at_the_input(caplog):
     assert "line 1" in caplog.text and "line 2" in caplog.text
 
 
-def test_nan_and_infinity_are_refused_at_the_input_and_the_other_lines_come_out(caplog):
+def test_nan_and_infinity_become_error_records_written_as_strict_json():
     # Python's json reads them; predict.py and the service then wrote "price": NaN, which jq and a
     # browser's JSON.parse refuse
-    lines = ['{"id": "a", "price": NaN}', '{"id": "b", "w": -Infinity}', '[{"id": "c", "x": [Infinity]}]']
-    records = parse("\n".join([*lines, '{"id": "d"}', ""]))
-    assert [r["id"] for r in records] == ["d"]
-    assert caplog.text.count("NaN or Infinity") == 3 and "line 1" in caplog.text and "line 3" in caplog.text
+    lines = ['{"id": "a", "price": NaN}', '{"id": "b", "w": {"x": -Infinity}}', '[{"id": "c", "x": [1e400]}]']
+    records = parse("\n".join([*lines, '{"id": "d", "price": 2.5}', ""]))
+    assert [r["id"] for r in records] == ["a", "b", "c", "d"]
+    assert records[0]["price"] is None and records[1]["w"] == {"x": None} and records[2]["x"] == [None]
+    for record, key in zip(records, ("price", "w", "x"), strict=False):
+        assert f"`{key}` holds NaN or Infinity" in record["error"]
+    assert "error" not in records[3]
+    for record in records:
+        json.loads(record_json(record), parse_constant=lambda name: pytest.fail(f"wrote {name}"))
 
 
 def test_an_image_path_with_a_nul_is_not_an_id():
     with pytest.raises(RecordError, match="NUL character"):
         record_id({"image": "a\x00.jpg"})
+
+
+def test_an_error_given_as_null_is_no_error():
+    # `fusion.py --add` passed such a record through as failed: not added, and no message
+    [record, failed] = parse('{"id": "a", "error": null}\n{"id": "b", "error": "thumbnail: gone"}\n')
+    assert record == {"id": "a"} and failed["error"] == "thumbnail: gone"

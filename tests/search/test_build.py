@@ -86,6 +86,30 @@ def test_cli_errors_are_clear(tmp_path, run, capsys):
     assert code == 1 and "no index at" in err
 
 
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--index", "hnsw", "--hnsw_m", "1"], "--hnsw_m: must be a whole number of 2 or more"),  # segfault
+        (["--index", "ivf", "--nlist", "41"], "41 IVF lists for 40 items: give --nlist 40 or fewer"),
+        (["--index", "opq"], "an OPQ index trains on at least 256 items"),  # FAISS failed after minutes
+        (["--whiten", "--whiten_dim", "1"], "--whiten_dim: must be a whole number of 2 or more"),
+    ],
+)
+def test_index_settings_that_cannot_work_are_usage_errors_before_any_work(tmp_path, run, capsys, flags, says):
+    synthetic_store(tmp_path)  # 40 items
+    with pytest.raises(SystemExit) as exit_info:
+        run(["--model_save_path", str(tmp_path), "--no_tune", *flags])
+    assert exit_info.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_rebuilding_an_emptied_catalog_is_a_clear_error(tmp_path, run):
+    ids, _, _ = synthetic_store(tmp_path)
+    assert run(["--model_save_path", str(tmp_path), "--no_tune"])[0] == 0
+    assert run(["--model_save_path", str(tmp_path), "--remove", ",".join(ids)])[0] == 0
+    code, _, err = run(["--model_save_path", str(tmp_path), "--no_tune"])
+    assert code == 1 and "nothing to index" in err and "fusion.py --add" in err and "Traceback" not in err
+
+
 def test_a_retrained_store_makes_the_index_stale(tmp_path):
     synthetic_store(tmp_path)
     index = build_catalog_index(store_path(tmp_path))
@@ -99,3 +123,8 @@ def test_a_retrained_store_makes_the_index_stale(tmp_path):
 
 def test_read_ids():
     assert read_ids(io.StringIO('a,b\n\n{"id": "c"}\n{"image": "d.jpg"}\n')) == ["a", "b", "c", "d.jpg"]
+    # the audit of 2026-12-04: each of these was taken as a literal id, "missing", exit 0
+    text = b'\xef\xbb\xbfe\n["f", {"id": "g"}, 7]\n"h"\n\xff\n{bad\n[null]\n'
+    skipped = []
+    assert read_ids(io.BytesIO(text), skipped=skipped) == ["e", "f", "g", "7", "h"]
+    assert skipped == ["4", "5", "6"]

@@ -4,16 +4,14 @@ import pytest
 from simfusion.search.faiss_index import (
     brute_force_search,
     build_faiss_index,
-    choose_index,
     choose_kind,
     faiss_kind,
     faiss_search,
     measure_recall,
-    parse_bytes,
-    plan_index,
 )
 from simfusion.search.index import build_index, search
 from simfusion.search.index_files import load_index, save_index
+from simfusion.search.index_plan import choose_index, parse_bytes, plan_index
 from simfusion.search.vectors import fit_transform, l2_normalize
 
 

@@ -220,6 +220,15 @@ def test_cli_bad_flags_exit_2(tmp_path):
         [sys.executable, "thumbnail.py"], capture_output=True, text=True, cwd=REPO, input=""
     )
     assert result.returncode == 2 and "--output_image_path is required" in result.stderr
+    # 100,000 px asked OpenCV for 29 GB and failed every record
+    result = subprocess.run(
+        [sys.executable, "thumbnail.py", "--output_image_path", str(tmp_path), "--im_height", "100000"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        input="",
+    )
+    assert result.returncode == 2 and "must be at most 4096 pixels" in result.stderr
 
 
 # ------------------------------------------------------------------ the stage end to end (issue 15)
@@ -282,7 +291,9 @@ def test_cli_gives_bad_boxes_an_error_and_keeps_every_other_record(tmp_path):
     assert "error" not in by_id[f"bad{texts.index('null')}"]
     failed = [r for r in out if "error" in r]
     assert len(failed) == len(texts) - 1
-    assert all(r["error"].startswith("thumbnail: ") and "box" in r["error"] for r in failed)
+    # NaN and Infinity (1e400 reads as Infinity) are refused as input, the rest by the stage
+    assert all(r["error"].startswith(("thumbnail: ", "input: ")) and "box" in r["error"] for r in failed)
+    assert sum(r["error"].startswith("input: ") for r in failed) == 4
 
 
 def test_cli_outputs_never_collide(tmp_path):
@@ -317,3 +328,48 @@ def test_cli_refuses_absurd_strips_and_keeps_the_photos(tmp_path):
     assert [r["id"] for r in out] == ["strip", "a", "wide", "b"]
     assert "aspect ratio" in out[0]["error"] and "aspect ratio" in out[2]["error"]
     assert "error" not in out[1] and "error" not in out[3]
+
+
+def run_stage_script(script, tmp_path, output, records, *extra):
+    command = [sys.executable, script, "--base_image_path", str(tmp_path), "--output_image_path", str(output)]
+    stdin = "".join(json.dumps(r) + "\n" for r in records)
+    command += ["--no_progress", *extra]
+    done = subprocess.run(command, input=stdin, capture_output=True, text=True, cwd=REPO, timeout=300)
+    return done, [json.loads(line) for line in done.stdout.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("script", "extra"),
+    [
+        ("thumbnail.py", ["--im_height", "16", "--im_width", "16"]),
+        ("object_detection.py", ["--detector", "full"]),
+        ("saliency.py", ["--edges", "canny"]),
+    ],
+)
+def test_an_output_folder_that_cannot_be_written_stops_the_stage_with_exit_1_and_every_record(
+    tmp_path, script, extra
+):
+    # the audit of 2026-12-04: every record got its own "File exists" error and the stage exited 0,
+    # so run-training.sh went on and train.py replaced the catalog's store with an empty one
+    records = write_catalog(tmp_path)[:3]
+    (tmp_path / "t").write_text("a file where the output folder should be")
+    done, out = run_stage_script(script, tmp_path, tmp_path / "t", records, *extra)
+    assert done.returncode == 1, done.stderr
+    assert len(out) == 3 and all("cannot write" in record["error"] for record in out)
+    assert "stopped" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_thumbnails_with_exit_1_and_keeps_every_record(small_disk, tmp_path):
+    from conftest import fill
+
+    write_catalog(tmp_path)
+    big = np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)  # PNGs that do not compress
+    for i in range(12):
+        Image.fromarray(big).save(tmp_path / f"n{i}.png")
+    records = [{"id": f"n{i}", "image": f"n{i}.png"} for i in range(12)]
+    fill(small_disk, 400 * 1024)
+    done, out = run_stage_script("thumbnail.py", tmp_path, small_disk / "t", records, "--im_height", "128")
+    assert done.returncode == 1 and len(out) == 12, done.stderr
+    failed = [record for record in out if "error" in record]
+    assert failed and all("No space left" in record["error"] for record in failed)
