@@ -13,6 +13,7 @@ index; one JSON line per query comes out: its record plus `results`, best first,
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -63,7 +64,6 @@ def query_records_from(args, skipped: list[int]) -> tuple[list[dict[str, Any]], 
 
 
 def build_parser():
-    import argparse
 
     parser = argparse.ArgumentParser(
         formatter_class=HelpFormatter,
@@ -131,7 +131,7 @@ def build_parser():
     parser.add_argument(
         "--edges", choices=("hed", "canny"), help="edge method of the edges view (default: training's)"
     )
-    parser.add_argument("--tile", type=positive_int, default=128, help="montage tile size in pixels")
+    parser.add_argument("--tile", type=montage_tile, default=128, help="montage tile side, 16-1024 px")
     # the prototype's size flags still parse; the trained model's training.json decides the size
     for flag in ("--im_height", "--im_width", "--im_channel"):
         parser.add_argument(flag, type=int, help=argparse.SUPPRESS)
@@ -206,15 +206,33 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for record in records:
         write_record(record, sys.stdout)
-    if args.output_image_path:
-        pictures = {id(record): image for record, image in zip(encoded.records, encoded.images, strict=True)}
-        path = os.path.join(args.output_image_path, MONTAGE_NAME)
-        rows = montage_rows(records, pictures, model_save_path=catalog.path, category_key=rules.category_key)
-        save_recommendations(path, rows, tile=args.tile, columns=args.top_k)
-        log.info("%s: wrote %s", STAGE, path)
+    if args.output_image_path and not write_montage(args, records, encoded, catalog, rules):
+        return 1
     failed = sum("error" in record for record in records)
     log.info("%s: %d queries, %d failed%s", STAGE, len(records), failed, unread_lines(skipped))
     return 1 if failed or skipped else 0
+
+
+def write_montage(args, records, encoded, catalog, rules) -> bool:
+    """recommendations.png under --output_image_path; False (logged) when it cannot be written."""
+    pictures = {id(record): image for record, image in zip(encoded.records, encoded.images, strict=True)}
+    path = os.path.join(args.output_image_path, MONTAGE_NAME)
+    rows = montage_rows(records, pictures, model_save_path=catalog.path, category_key=rules.category_key)
+    columns = min(args.top_k, max((len(results) for _, results in rows), default=0))
+    try:  # as many columns as results came back: --top_k 100000 used to size an 8 GB picture
+        save_recommendations(path, rows, tile=args.tile, columns=columns)
+    except OSError as exc:  # the results are out on stdout already
+        log.error("%s: cannot write %s: %s", STAGE, path, exc)
+        return False
+    log.info("%s: wrote %s", STAGE, path)
+    return True
+
+
+def montage_tile(text: str) -> int:
+    value = positive_int(text)
+    if not 16 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"must be 16 to 1024 pixels, not {text}")
+    return value
 
 
 def unread_lines(skipped: list[int], *, named: int = 10) -> str:

@@ -192,6 +192,16 @@ def test_end_to_end_query_add_remove_and_montage(trained, cli, tmp_path):
     assert [hit["score"] for hit in results] == sorted((hit["score"] for hit in results), reverse=True)
     with Image.open(tmp_path / "recommendations.png") as picture:
         assert picture.size == montage_size(1, 5)
+    # --top_k past the catalog sizes the picture by the results that came back, not by top_k
+    argv = ["--model_save_path", model, "--top_k", "100000", "--output_image_path", str(tmp_path), query]
+    code, out, _ = cli(main, argv)
+    with Image.open(tmp_path / "recommendations.png") as picture:
+        assert code == 0 and picture.size == montage_size(1, len(out[0]["results"]))
+    # a picture that cannot be written: the results are out, then one line and exit 1
+    (tmp_path / "file").write_text("not a folder")
+    argv = ["--model_save_path", model, "--output_image_path", str(tmp_path / "file"), query]
+    code, out, err = cli(main, argv)
+    assert code == 1 and len(out[0]["results"]) == 10 and "cannot write" in err and "Traceback" not in err
 
     # add the held-out images without retraining: each is then its own best match
     added = "\n".join(json.dumps(record) for record in held_out)
