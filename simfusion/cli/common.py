@@ -41,7 +41,10 @@ def add_image_arguments(
     """The prototype's flags, kept working: input and output folders and the thumbnail size
     (`size_used` False: accepted so the prototype's command lines run, and said to be unused)."""
     parser.add_argument(
-        "--base_image_path", default=".", help="folder the records' image paths are relative to"
+        "--base_image_path",
+        type=text_path,
+        default=".",
+        help="folder the records' image paths are relative to",
     )
     if output:
         parser.add_argument("--output_image_path", help="folder to write this stage's images under")
@@ -120,6 +123,17 @@ def check_detector(parser: argparse.ArgumentParser, spec: str | None) -> None:
         make_detector(spec)
     except (ModelMissing, ValueError, OSError) as exc:
         parser.error(f"--detector {spec}: {exc}")
+
+
+def text_path(text: str) -> str:
+    """A folder flag the records will name: its bytes must be UTF-8, or no record could be written."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"{text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8: records could not name it"
+        ) from None
+    return text
 
 
 def positive_int(text: str) -> int:

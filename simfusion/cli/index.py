@@ -13,6 +13,7 @@ from simfusion.cli.common import (
     check_detector,
     configure_logging,
     positive_int,
+    text_path,
 )
 from simfusion.io.lock import write_lock
 from simfusion.io.records import (
@@ -127,7 +128,10 @@ def build_parser():
         help="remove comma-separated ids (no value: ids or records on stdin)",
     )
     parser.add_argument(
-        "--base_image_path", default=".", help="folder the added records' image paths are relative to"
+        "--base_image_path",
+        type=text_path,
+        default=".",
+        help="folder the added records' image paths are relative to",
     )
     parser.add_argument("--detector", help="object detector for --add (default: the one training used)")
     parser.add_argument("--batch_size", type=positive_int, default=32, help="images encoded at once by --add")
@@ -172,6 +176,22 @@ def _bare_id(value) -> str:
     return record_id({"id": value})
 
 
+# what a rebuild uses and --add / --remove cannot change: they keep the index's own settings
+BUILD_FLAGS = (
+    "views", "weights", "fusion", "pooling", "whiten", "no_tune", "no_clusters", "tune_images", "whiten_dim",
+    "index", "max_index_memory", "target_latency_ms", "binary", "nlist", "nprobe", "ef_search", "hnsw_m",
+)  # fmt: skip
+
+
+def check_no_build_flags(parser, args) -> None:
+    """--add and --remove with a build flag are a usage error (the flag was ignored silently)."""
+    given = [flag for flag in BUILD_FLAGS if getattr(args, flag) != parser.get_default(flag)]
+    if given:
+        named = ", ".join("--" + flag for flag in given)
+        verb = "--add" if args.add else "--remove"
+        parser.error(f"{verb} keeps the index's own settings: {named} apply to a rebuild (without {verb})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -181,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max_index_memory chooses the kind: leave out --index {kind}")
     if args.binary and args.index not in ("auto", "binary"):
         parser.error(f"--binary and --index {args.index} disagree: give one of them")
+    if args.add or args.remove is not None:
+        check_no_build_flags(parser, args)
     try:
         if args.remove is not None:
             unread: list[str] = []

@@ -25,6 +25,7 @@ from simfusion.cli.common import (
     check_detector,
     configure_logging,
     positive_int,
+    text_path,
 )
 from simfusion.io.montage import (
     montage_rows,
@@ -78,7 +79,10 @@ def build_parser():
         "--model_save_path", required=True, help="folder of the trained models, features.h5, index/"
     )
     parser.add_argument(
-        "--base_image_path", default=".", help="folder the stdin records' image paths are relative to"
+        "--base_image_path",
+        type=text_path,
+        default=".",
+        help="folder the stdin records' image paths are relative to",
     )
     parser.add_argument("--output_image_path", help=f"folder to write {MONTAGE_NAME} to")
     parser.add_argument("--top_k", type=positive_int, default=10, help="results per query")

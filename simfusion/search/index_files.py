@@ -14,7 +14,7 @@ import numpy as np
 
 from simfusion import __version__
 from simfusion.io.atomic import TEMP_PREFIX, atomic_path, ensure_space, remove_quietly, write_json
-from simfusion.search.faiss_index import read_faiss_index, write_faiss_index
+from simfusion.search.faiss_index import FAISS_KINDS, read_faiss_index, write_faiss_index
 from simfusion.search.index import (
     INDEX_FORMAT,
     INDEX_FORMAT_VERSION,
@@ -23,6 +23,7 @@ from simfusion.search.index import (
     CatalogIndex,
     IndexFileError,
 )
+from simfusion.search.vectors import FUSIONS
 
 
 def save_index(index: CatalogIndex, folder: str | os.PathLike) -> str:
@@ -172,6 +173,10 @@ def read_params(folder: str | os.PathLike, name: str = PARAMS_FILE) -> dict[str,
 
 def _load_generation(folder: str, *, mmap: bool) -> CatalogIndex:
     meta = read_meta(folder)
+    wrong = meta_problem(meta)
+    if wrong:
+        path = os.path.join(folder, META_FILE)
+        raise IndexFileError(f"{path} is damaged ({wrong}); rebuild the index with fusion.py")
     ids, labels = meta.pop("ids"), np.asarray(meta.pop("labels"), dtype=np.int64)
     removed = set(meta.pop("removed", []))
     files = meta.pop("parts")
@@ -195,3 +200,36 @@ def _load_generation(folder: str, *, mmap: bool) -> CatalogIndex:
                 "rebuild the index with fusion.py"
             )
     return CatalogIndex(meta=meta, params=params, parts=parts, ids=list(ids), labels=labels, removed=removed)
+
+
+def meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with an `index.json` that parses (None: nothing found): the keys a reader
+    relies on, with their types; a hand edit or a foreign writer gave tracebacks before."""
+    views = meta.get("views")
+    if not isinstance(views, list) or not views or not all(isinstance(v, str) for v in views):
+        return "`views` is not a list of view names"
+    checks = (
+        (
+            "weights",
+            lambda w: all(
+                isinstance(w.get(v), (int, float)) and not isinstance(w.get(v), bool) for v in views
+            ),
+        ),  # fmt: skip
+        ("dims", lambda d: all(isinstance(d.get(v), int) for v in views)),
+        ("parts", lambda p: all(isinstance(k, str) and isinstance(f, str) for k, f in p.items())),
+    )
+    for key, good in checks:
+        if not isinstance(meta.get(key), dict) or not good(meta[key]):
+            return f"`{key}` does not give every view"
+    if meta.get("fusion") not in FUSIONS or meta.get("kind") not in FAISS_KINDS:
+        return "`fusion` or `kind` is not one this program knows"
+    ids, labels = meta.get("ids"), meta.get("labels")
+    if not isinstance(ids, list) or not all(isinstance(key, str) for key in ids):
+        return "`ids` is not a list of ids"
+    if not isinstance(labels, list) or len(labels) != len(ids) or not all(type(v) is int for v in labels):
+        return "`labels` is not one whole number an id"
+    if not isinstance(meta.get("params", PARAMS_FILE), str) or not isinstance(meta.get("store", {}), dict):
+        return "`params` or `store` has the wrong type"
+    if not isinstance(meta.get("removed", []), list) or not isinstance(meta.get("clusters") or {}, dict):
+        return "`removed` or `clusters` has the wrong type"
+    return None

@@ -107,6 +107,33 @@ def test_missing_store_or_index_is_a_clear_error(tmp_path, cli):
     assert code == 1 and "no index at" in err and "fusion.py" in err
 
 
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda meta: meta.pop("weights"), "`weights` does not give every view"),
+        (lambda meta: meta.pop("ids"), "`ids` is not a list"),
+        (lambda meta: meta.update(params=None), "`params` or `store`"),
+        (lambda meta: meta.update(store=None), "`params` or `store`"),
+        (lambda meta: meta.update(fusion="bogus"), "`fusion` or `kind`"),
+        (lambda meta: meta.update(kind="bogus"), "`fusion` or `kind`"),
+        (lambda meta: meta.update(labels=meta["labels"][:-1]), "`labels`"),
+    ],
+)
+def test_an_index_json_with_a_missing_or_wrong_key_is_a_clear_error(tmp_path, cli, edit, says):
+    # a hand-edited index.json: KeyError, TypeError and AttributeError tracebacks before
+    synthetic_model(tmp_path)
+    path = os.path.join(index_path(tmp_path), "index.json")
+    with open(path) as stream:
+        meta = json.load(stream)
+    edit(meta)
+    with open(path, "w") as stream:
+        json.dump(meta, stream)
+    code, _, err = cli(main, ["--model_save_path", str(tmp_path), "q.jpg"])
+    assert code == 1 and says in err and "rebuild the index with fusion.py" in err and "Traceback" not in err
+    code, _, err = cli(fusion_main, ["--model_save_path", str(tmp_path), "--remove", "item-001"])
+    assert code == 1 and says in err
+
+
 def test_store_or_index_of_another_version_is_a_clear_error(tmp_path, cli):
     synthetic_model(tmp_path)
     with open(os.path.join(index_path(tmp_path), "index.json")) as stream:
@@ -136,6 +163,11 @@ def test_unknown_view_and_bad_rules_exit_2(tmp_path, cli, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli(main, ["--model_save_path", str(tmp_path), "--boost", "brand:2", "q.jpg"])
     assert exit_info.value.code == 2 and "key=value:factor" in capsys.readouterr().err
+    # a folder whose name is not UTF-8 failed a whole --add: no record naming it could be written
+    for command, flags in ((main, ["q.jpg"]), (fusion_main, ["--add"])):
+        with pytest.raises(SystemExit) as exit_info:
+            cli(command, ["--model_save_path", str(tmp_path), "--base_image_path", "dir\udcffx", *flags])
+        assert exit_info.value.code == 2 and "is not valid UTF-8" in capsys.readouterr().err
     # a detector that cannot be built failed every query, exit 1 (object_detection.py exits 2)
     for spec, says in (("nope", "unknown detector 'nope'"), ("keras:", "needs an argument")):
         with pytest.raises(SystemExit) as exit_info:

@@ -102,6 +102,20 @@ def test_index_settings_that_cannot_work_are_usage_errors_before_any_work(tmp_pa
     assert exit_info.value.code == 2 and says in capsys.readouterr().err
 
 
+def test_add_and_remove_refuse_the_flags_only_a_rebuild_uses(tmp_path, run, capsys):
+    # `--add --index binary --weights hog=5` kept the exact index and weight 1, silently
+    synthetic_store(tmp_path)
+    cases = (
+        (["--add", "--index", "binary", "--weights", "edges=5"], "--weights, --index apply to a rebuild"),
+        (["--remove", "item-001", "--no_tune"], "--no_tune apply to a rebuild (without --remove)"),
+    )
+    for flags, says in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            run(["--model_save_path", str(tmp_path), *flags])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "keeps the index's own settings" in err and says in err
+
+
 def test_rebuilding_an_emptied_catalog_is_a_clear_error(tmp_path, run):
     ids, _, _ = synthetic_store(tmp_path)
     assert run(["--model_save_path", str(tmp_path), "--no_tune"])[0] == 0
