@@ -50,7 +50,7 @@ def add_image_arguments(
         parser.add_argument("--output_image_path", help="folder to write this stage's images under")
     if size:
         unused = "" if size_used else " (accepted for the prototype's command lines; not used here)"
-        at_most = f" (at most {MAX_THUMBNAIL_SIDE})"
+        at_most = f", at most {MAX_THUMBNAIL_SIDE}"
         for flag, kind, default, text in (
             ("--im_height", thumbnail_side, 128, "thumbnail height in pixels" + at_most),
             ("--im_width", thumbnail_side, 128, "thumbnail width in pixels" + at_most),
