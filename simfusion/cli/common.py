@@ -41,19 +41,17 @@ def add_image_arguments(
     """The prototype's flags, kept working: input and output folders and the thumbnail size
     (`size_used` False: accepted so the prototype's command lines run, and said to be unused)."""
     parser.add_argument(
-        "--base_image_path",
-        type=text_path,
-        default=".",
-        help="folder the records' image paths are relative to",
+        "--base_image_path", default=".", help="folder the records' image paths are relative to"
     )
     if output:
         parser.add_argument("--output_image_path", help="folder to write this stage's images under")
     if size:
         unused = "" if size_used else " (accepted for the prototype's command lines; not used here)"
         at_most = f", at most {MAX_THUMBNAIL_SIDE}"
+        side, at_most = (thumbnail_side, at_most) if size_used else (positive_int, "")
         for flag, kind, default, text in (
-            ("--im_height", thumbnail_side, 128, "thumbnail height in pixels" + at_most),
-            ("--im_width", thumbnail_side, 128, "thumbnail width in pixels" + at_most),
+            ("--im_height", side, 128, "thumbnail height in pixels" + at_most),
+            ("--im_width", side, 128, "thumbnail width in pixels" + at_most),
         ):
             parser.add_argument(flag, type=kind, default=default, help=text + unused)
         channel = "1 (gray) or 3 (RGB)" + unused
@@ -112,21 +110,22 @@ def run_script(main) -> int:
 
 
 def check_detector(parser: argparse.ArgumentParser, spec: str | None) -> None:
-    """A `--detector` spec that cannot be built is a usage error before any record is read (it was
-    an error on every query); None (the catalog's own detector) is left to the catalog."""
+    """A `--detector` spec that cannot work is a usage error before any record is read (it was an
+    error on every query); checked without loading it (the catalog builds it once). None (the
+    catalog's own detector) is left to the catalog."""
     if not spec:
         return
-    from simfusion.detect.registry import make_detector
-    from simfusion.models.cache import ModelMissing
+    from simfusion.detect.registry import check_detector_spec
 
     try:
-        make_detector(spec)
-    except (ModelMissing, ValueError, OSError) as exc:
+        check_detector_spec(spec)
+    except ValueError as exc:
         parser.error(f"--detector {spec}: {exc}")
 
 
 def text_path(text: str) -> str:
-    """A folder flag the records will name: its bytes must be UTF-8, or no record could be written."""
+    """A folder the stored records will name (`fusion.py --add`'s): its bytes must be UTF-8, or
+    no record naming it could be stored."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

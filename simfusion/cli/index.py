@@ -34,7 +34,7 @@ from simfusion.search.build import (
 from simfusion.search.catalog import Catalog
 from simfusion.search.index import KINDS, IndexFileError
 from simfusion.search.index_files import save_index
-from simfusion.search.index_plan import IndexPlanError, parse_bytes
+from simfusion.search.index_plan import IndexPlanError, parse_bytes, plan_index
 from simfusion.search.tune import TuneOptions, tune_fusion
 from simfusion.search.vectors import FUSIONS, POOLINGS, UnknownViewError, parse_weights
 
@@ -213,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not ids and not unread:
                 parser.error("--remove: no ids given")
-            result = Catalog.open(args.model_save_path).remove(ids) if ids else {"removed": 0}
+            catalog = Catalog.open(args.model_save_path)
+            nothing = {"removed": 0, "ids": [], "missing": [], "items": len(catalog)}
+            result = catalog.remove(ids) if ids else nothing
             print(json.dumps({**result, "unread_lines": len(unread)}, ensure_ascii=False), flush=True)
             return 1 if unread else 0
         if args.add:
@@ -238,6 +240,7 @@ def build_main(args, parser, kind: str) -> int:
     """Build the index: weights and whitening tuned on the catalog unless --weights or --no_tune;
     built again when an add or remove changed the store while it was being built."""
     path = store_path(args.model_save_path)
+    check_plan(args, parser, kind, path)
     for _ in range(BUILD_TRIES):
         version = store_version(path)
         index, tuning = build_from_store(args, parser, kind)
@@ -251,6 +254,18 @@ def build_main(args, parser, kind: str) -> int:
     raise OSError(
         f"the catalog changed during each of {BUILD_TRIES} builds of its index: run fusion.py again"
     )
+
+
+def check_plan(args, parser, kind: str, path: str) -> None:
+    """Index settings that cannot work for this catalog, refused before the tuning's minutes."""
+    if kind == "auto" and not args.nlist:
+        return
+    with FeatureStore(path) as store:
+        items = len(store.record_ids())
+    try:
+        plan_index(kind, items, 1, args.nlist, args.nprobe, None, None, None)
+    except IndexPlanError as exc:
+        parser.error(str(exc))
 
 
 def build_from_store(args, parser, kind: str):

@@ -25,7 +25,6 @@ from simfusion.cli.common import (
     check_detector,
     configure_logging,
     positive_int,
-    text_path,
 )
 from simfusion.io.montage import (
     montage_rows,
@@ -79,10 +78,7 @@ def build_parser():
         "--model_save_path", required=True, help="folder of the trained models, features.h5, index/"
     )
     parser.add_argument(
-        "--base_image_path",
-        type=text_path,
-        default=".",
-        help="folder the stdin records' image paths are relative to",
+        "--base_image_path", default=".", help="folder the stdin records' image paths are relative to"
     )
     parser.add_argument("--output_image_path", help=f"folder to write {MONTAGE_NAME} to")
     parser.add_argument("--top_k", type=positive_int, default=10, help="results per query")
@@ -217,13 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed or skipped else 0
 
 
+MONTAGE_COLUMNS = 100
+
+
 def write_montage(args, records, encoded, catalog, rules) -> bool:
     """recommendations.png under --output_image_path; False (logged) when it cannot be written."""
     pictures = {id(record): image for record, image in zip(encoded.records, encoded.images, strict=True)}
     path = os.path.join(args.output_image_path, MONTAGE_NAME)
     rows = montage_rows(records, pictures, model_save_path=catalog.path, category_key=rules.category_key)
-    columns = min(args.top_k, max((len(results) for _, results in rows), default=0))
-    try:  # as many columns as results came back: --top_k 100000 used to size an 8 GB picture
+    # a column per result that came back, at most MONTAGE_COLUMNS: --top_k 100000 sized an 8 GB picture
+    columns = min(args.top_k, MONTAGE_COLUMNS, max((len(results) for _, results in rows), default=0))
+    try:
         save_recommendations(path, rows, tile=args.tile, columns=columns)
     except OSError as exc:  # the results are out on stdout already
         log.error("%s: cannot write %s: %s", STAGE, path, exc)

@@ -70,6 +70,7 @@ a ``python:`` function that returns the detection dicts, or register a factory w
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -115,6 +116,25 @@ DETECTORS: dict[str, Callable[[str | None, Sequence[str] | None], DetectorFn]] =
 def register_detector(name: str, factory: Callable[[str | None, Sequence[str] | None], DetectorFn]) -> None:
     """Make `--detector name[:argument]` build a detector with `factory(argument, label_map)`."""
     DETECTORS[name] = factory
+
+
+def check_detector_spec(spec: str) -> None:
+    """Raise ValueError for a spec `make_detector` would refuse, without building it (no model is
+    loaded, no user module imported): an unknown name, a missing argument or model file, an
+    argument objectness does not take. What only loading can tell is left to `make_detector`."""
+    name, _, argument = spec.partition(":")
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {spec!r}: use one of {', '.join(sorted(DETECTORS))}")
+    if name in ("keras", "python") and not argument:
+        raise ValueError(
+            f"detector {name} needs an argument: {name}:PATH" + (":FUNCTION" if name == "python" else "")
+        )
+    path = argument.rpartition(":")[0] if name == "python" else argument
+    if name == "keras" or (name == "python" and path.endswith(".py")):
+        if not os.path.exists(path):
+            raise ValueError(f"no detector file at {path}")
+    if name == "objectness":
+        _objectness_detector(argument or None)
 
 
 def make_detector(spec: str = DEFAULT_DETECTOR, *, label_map: Sequence[str] | None = None) -> DetectorFn:

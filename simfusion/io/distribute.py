@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 import simfusion
-from simfusion.io.records import to_json
+from simfusion.io.images import OutputError
+from simfusion.io.records import set_error, to_json
 from simfusion.io.stage import Record, StageCore, process_batch
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,10 @@ class StageActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = [json.loads(text) for text in batch["record"]]
-        done = process_batch(records, self.fn, self.stage)
+        try:
+            done = process_batch(records, self.fn, self.stage)
+        except OutputError as exc:  # the local run stops; here each batch that meets it says so
+            done = [r if "error" in r else set_error(r, self.stage, exc) for r in records]
         texts = [json.dumps(record, ensure_ascii=False, default=to_json) for record in done]
         return {"seq": batch["seq"], "record": np.array(texts, dtype=object)}
 

@@ -105,7 +105,7 @@ def _parse_line(line: str, number: int, skip: Callable[[int, str], None]) -> Ite
         if why:
             skip(number, f"{where}{why}")
         else:
-            yield _finite(item)
+            yield _finite(item, number)
 
 
 def _unusable(item: Any) -> str | None:
@@ -115,18 +115,16 @@ def _unusable(item: Any) -> str | None:
     if _depth(item) > MAX_DEPTH:
         return f"is nested deeper than {MAX_DEPTH} levels"
     try:
-        json.dumps(item, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        record_json(item).encode("utf-8")  # NaN and Infinity are `_finite`'s
     except UnicodeEncodeError:
         return "holds text that is not valid Unicode (a lone surrogate)"
-    except ValueError:  # NaN or Infinity: `_finite` makes the record an error record instead
-        pass
     return None
 
 
-def _finite(item: dict[str, Any]) -> dict[str, Any]:
-    """The record (without an `"error": null`, which would mark it failed), or, where it holds NaN or
-    Infinity (which Python's json reads and no strict JSON reader would read back), an error record
-    with those values written as null."""
+def _finite(item: dict[str, Any], number: int) -> dict[str, Any]:
+    """The record with NaN and Infinity (which Python's json reads and no strict JSON reader would
+    read back) written as null, and logged. In a field the pipeline reads (`box`, the id, the image
+    path) the record becomes an error record: a box of NaN is not the whole image."""
     keys: list[str] = []
 
     def clean(value: Any, key: str) -> Any:
@@ -145,7 +143,11 @@ def _finite(item: dict[str, Any]) -> dict[str, Any]:
     if not keys:
         return item
     named = ", ".join(f"`{key}`" for key in dict.fromkeys(keys))
-    cleaned["error"] = f"input: {named} holds NaN or Infinity, which is not a JSON number (written as null)"
+    why = f"{named} held NaN or Infinity, which is not a JSON number (written as null)"
+    if set(keys) & {"box", *ID_KEYS, *PATH_KEYS}:
+        cleaned["error"] = f"input: {why}"
+    else:
+        log.warning("input: line %d: %s", number, why)
     return cleaned
 
 
@@ -206,7 +208,7 @@ def _array_items(
         if why:
             skip(line, f"(array item {position}) {why}")
         else:
-            yield _finite(item)
+            yield _finite(item, line)
         at = space.match(text, at).end()
         if text.startswith(",", at):
             at += 1

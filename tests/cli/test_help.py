@@ -25,10 +25,12 @@ def test_help_says_the_defaults_and_names_only_files_that_exist(name):
 
 def test_the_stages_defaults_are_in_their_help():
     assert "--top_k TOP_K results per query (default: 10)" in help_of("predict")
-    assert "--im_height IM_HEIGHT thumbnail height in pixels, at most 4096 (default: 128)" in help_of("thumbnail")
+    assert "--im_height IM_HEIGHT thumbnail height in pixels, at most 4096 (default: 128)" in help_of(
+        "thumbnail"
+    )
     assert "--threads THREADS requests worked on at once (default: 4)" in help_of("serve")
     detect = help_of("detect")  # takes the prototype's size flags, and says it does not use them
-    assert "--im_height IM_HEIGHT thumbnail height in pixels, at most 4096 (accepted for the prototype's" in detect
+    assert "--im_height IM_HEIGHT thumbnail height in pixels (accepted for the prototype's" in detect
     assert "not used here" in detect
 
 

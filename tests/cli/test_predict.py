@@ -164,12 +164,13 @@ def test_unknown_view_and_bad_rules_exit_2(tmp_path, cli, capsys):
         cli(main, ["--model_save_path", str(tmp_path), "--boost", "brand:2", "q.jpg"])
     assert exit_info.value.code == 2 and "key=value:factor" in capsys.readouterr().err
     # a folder whose name is not UTF-8 failed a whole --add: no record naming it could be written
-    for command, flags in ((main, ["q.jpg"]), (fusion_main, ["--add"])):
-        with pytest.raises(SystemExit) as exit_info:
-            cli(command, ["--model_save_path", str(tmp_path), "--base_image_path", "dir\udcffx", *flags])
-        assert exit_info.value.code == 2 and "is not valid UTF-8" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli(fusion_main, ["--model_save_path", str(tmp_path), "--base_image_path", "dir\udcffx", "--add"])
+    assert exit_info.value.code == 2 and "is not valid UTF-8" in capsys.readouterr().err
     # a detector that cannot be built failed every query, exit 1 (object_detection.py exits 2)
-    for spec, says in (("nope", "unknown detector 'nope'"), ("keras:", "needs an argument")):
+    cases = (("nope", "unknown detector 'nope'"), ("keras:", "needs an argument"))
+    cases += (("keras:/no/such.keras", "no detector file"), ("objectness:x", "takes no argument or `split`"))
+    for spec, says in cases:
         with pytest.raises(SystemExit) as exit_info:
             cli(main, ["--model_save_path", str(tmp_path), "--detector", spec, "q.jpg"])
         assert exit_info.value.code == 2 and says in capsys.readouterr().err

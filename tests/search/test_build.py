@@ -95,11 +95,14 @@ def test_cli_errors_are_clear(tmp_path, run, capsys):
         (["--whiten", "--whiten_dim", "1"], "--whiten_dim: must be a whole number of 2 or more"),
     ],
 )
-def test_index_settings_that_cannot_work_are_usage_errors_before_any_work(tmp_path, run, capsys, flags, says):
+def test_index_settings_that_cannot_work_are_usage_errors_before_any_work(
+    tmp_path, run, capsys, caplog, flags, says
+):
     synthetic_store(tmp_path)  # 40 items
     with pytest.raises(SystemExit) as exit_info:
-        run(["--model_save_path", str(tmp_path), "--no_tune", *flags])
+        run(["--model_save_path", str(tmp_path), *flags])  # tuning on: refused before it
     assert exit_info.value.code == 2 and says in capsys.readouterr().err
+    assert "tun" not in caplog.text  # nothing was tuned (the tuning logs what it does)
 
 
 def test_add_and_remove_refuse_the_flags_only_a_rebuild_uses(tmp_path, run, capsys):
