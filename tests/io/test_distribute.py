@@ -179,3 +179,24 @@ def test_local_never_imports_ray(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["error"].startswith("thumbnail: ")
+
+
+def unwritable(records, *, folder):
+    """A core whose every output fails as a full disk would."""
+    from simfusion.io.stage import map_records
+
+    return map_records(
+        records, "t", lambda record: save_image(os.path.join(folder, "x.png"), np.zeros((4, 4), np.uint8))
+    )
+
+
+def test_a_ray_worker_whose_output_cannot_be_written_gives_its_batch_the_error(tmp_path):
+    # the local run stops on an OutputError; a Ray actor (called here without Ray) must not raise it
+    from simfusion.io.distribute import StageActor
+
+    (tmp_path / "file").write_text("not a folder")
+    actor = StageActor(StageCore(unwritable, {"folder": str(tmp_path / "file")}), "t")
+    texts = [json.dumps({"id": "a"}), json.dumps({"id": "b", "error": "earlier: gone"})]
+    out = actor({"seq": np.array([0, 1]), "record": np.array(texts, dtype=object)})
+    records = [json.loads(text) for text in out["record"]]
+    assert "cannot write" in records[0]["error"] and records[1]["error"] == "earlier: gone"
