@@ -276,8 +276,12 @@ def remove_catalog_items(model_save_path: str | os.PathLike, ids: Iterable[str])
     with FeatureStore(store_path(model_save_path)) as store:
         index = load_index(folder)
         # ids an interrupted remove took from the store only: gone now, and counted as removed
-        repaired = [key for key in reconcile(index, store)["removed"] if key in set(ids)]
+        changed = reconcile(index, store)
+        repaired = [key for key in changed["removed"] if key in set(ids)]
         held = set(store.record_ids())
+    if not any(changed.values()) and not any(key in held or key in index for key in ids):
+        # nothing to remove: the store and the index stay as they are (a new generation before)
+        return {"removed": 0, "removed_from_store": 0, "ids": [], "missing": ids, "items": len(index)}
     needed = save_bytes(folder, live_meta(folder), len(index.ids) + len(index.removed))
     ensure_space(folder, needed, what="the index")
     in_store = remove_ids(store_path(model_save_path), [key for key in ids if key in held])

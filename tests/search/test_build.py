@@ -68,6 +68,11 @@ def test_cli_build_remove_and_summary(tmp_path, run, capsys):
         ["--model_save_path", str(tmp_path), "--remove", "item-003,item-004"],
     )
     assert out[0]["removed"] == 2 and len(load_index(index_path(tmp_path))) == 36
+    # ids none of which is held: nothing is rewritten (each such remove used to save a new generation)
+    generation = load_index(index_path(tmp_path)).meta["generation"]
+    code, out, _ = run(["--model_save_path", str(tmp_path), "--remove", "nope,item-001"])
+    assert code == 0 and out[0]["removed"] == 0 and out[0]["missing"] == ["nope", "item-001"]
+    assert load_index(index_path(tmp_path)).meta["generation"] == generation
 
 
 def test_cli_errors_are_clear(tmp_path, run, capsys):
