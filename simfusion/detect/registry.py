@@ -118,10 +118,8 @@ def register_detector(name: str, factory: Callable[[str | None, Sequence[str] | 
     DETECTORS[name] = factory
 
 
-def check_detector_spec(spec: str) -> None:
-    """Raise ValueError for a spec `make_detector` would refuse, without building it (no model is
-    loaded, no user module imported): an unknown name, a missing argument or model file, an
-    argument objectness does not take. What only loading can tell is left to `make_detector`."""
+def _parse_spec(spec: str) -> tuple[str, str]:
+    """(name, argument) of a detector spec; ValueError for an unknown name or a missing argument."""
     name, _, argument = spec.partition(":")
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {spec!r}: use one of {', '.join(sorted(DETECTORS))}")
@@ -129,6 +127,14 @@ def check_detector_spec(spec: str) -> None:
         raise ValueError(
             f"detector {name} needs an argument: {name}:PATH" + (":FUNCTION" if name == "python" else "")
         )
+    return name, argument
+
+
+def check_detector_spec(spec: str) -> None:
+    """Raise ValueError for a spec `make_detector` would refuse, without building it (no model is
+    loaded, no user module imported): an unknown name, a missing argument or model file, an
+    argument objectness does not take. What only loading can tell is left to `make_detector`."""
+    name, argument = _parse_spec(spec)
     path = argument.rpartition(":")[0] if name == "python" else argument
     if name == "keras" or (name == "python" and path.endswith(".py")):
         if not os.path.exists(path):
@@ -142,13 +148,7 @@ def make_detector(spec: str = DEFAULT_DETECTOR, *, label_map: Sequence[str] | No
 
     The detector it returns clips every box to its image and names itself in `detector`.
     """
-    name, _, argument = spec.partition(":")
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector {spec!r}: use one of {', '.join(sorted(DETECTORS))}")
-    if name in ("keras", "python") and not argument:
-        raise ValueError(
-            f"detector {name} needs an argument: {name}:PATH" + (":FUNCTION" if name == "python" else "")
-        )
+    name, argument = _parse_spec(spec)
     inner = DETECTORS[name](argument or None, label_map)
 
     def detect(images: Sequence[np.ndarray]) -> list[list[Detection]]:
