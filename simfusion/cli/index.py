@@ -49,8 +49,6 @@ def at_least_two(text: str) -> int:
 
 
 def build_parser():
-    import argparse
-
     parser = argparse.ArgumentParser(
         formatter_class=HelpFormatter,
         prog="fusion.py",
@@ -213,9 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not ids and not unread:
                 parser.error("--remove: no ids given")
-            catalog = Catalog.open(args.model_save_path)
-            nothing = {"removed": 0, "ids": [], "missing": [], "items": len(catalog)}
-            result = catalog.remove(ids) if ids else nothing
+            result = Catalog.open(args.model_save_path).remove(ids)  # no ids: writes nothing
             print(json.dumps({**result, "unread_lines": len(unread)}, ensure_ascii=False), flush=True)
             return 1 if unread else 0
         if args.add:
