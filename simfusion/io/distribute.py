@@ -22,8 +22,8 @@ import numpy as np
 
 import simfusion
 from simfusion.io.images import OutputError
-from simfusion.io.records import set_error, to_json
-from simfusion.io.stage import Record, StageCore, process_batch
+from simfusion.io.records import to_json
+from simfusion.io.stage import Record, StageCore, failed, process_batch
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class StageActor:
         try:
             done = process_batch(records, self.fn, self.stage)
         except OutputError as exc:  # the local run stops; here each batch that meets it says so
-            done = [r if "error" in r else set_error(r, self.stage, exc) for r in records]
+            done = failed(records, self.stage, exc)
         texts = [json.dumps(record, ensure_ascii=False, default=to_json) for record in done]
         return {"seq": batch["seq"], "record": np.array(texts, dtype=object)}
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice
+from itertools import chain, islice
 from typing import IO, Any
 
 from simfusion.io.images import ImageError, OutputError
@@ -148,6 +148,11 @@ def _local_batches(
         except OutputError as exc:
             log.error("%s: %s; stopped: every record from here on is marked with it", stage, exc)
             counts["stopped"] = str(exc)
-            yield [record if "error" in record else set_error(record, stage, exc) for record in batch]
-            for rest in batches:
-                yield [record if "error" in record else set_error(record, stage, exc) for record in rest]
+            for rest in chain([batch], batches):
+                yield failed(rest, stage, exc)
+
+
+def failed(batch: list[Record], stage: str, cause: object) -> list[Record]:
+    """The batch with `cause` as the error of each record that has none yet (a batch whose output
+    could not be written)."""
+    return [record if "error" in record else set_error(record, stage, cause) for record in batch]
