@@ -142,11 +142,19 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 0 or more, not {text}")
-    return value
+def at_least(low: int):
+    """An argparse type: a whole number of `low` or more."""
+
+    def whole_number(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be a whole number of {low} or more, not {text}")
+        return value
+
+    return whole_number
+
+
+non_negative_int = at_least(0)
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -10,6 +10,7 @@ import sys
 from simfusion.cli.common import (
     HelpFormatter,
     add_log_level_argument,
+    at_least,
     check_detector,
     configure_logging,
     positive_int,
@@ -39,13 +40,6 @@ from simfusion.search.tune import TuneOptions, tune_fusion
 from simfusion.search.vectors import FUSIONS, POOLINGS, UnknownViewError, parse_weights
 
 log = logging.getLogger(__name__)
-
-
-def at_least_two(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 2 or more, not {text}")
-    return value
 
 
 def build_parser():
@@ -89,7 +83,7 @@ def build_parser():
         "--tune_images", type=positive_int, default=TuneOptions.images, help="catalog items the tuning copies"
     )
     parser.add_argument(
-        "--whiten_dim", type=at_least_two, help="dimensions kept by the whitening, 2 or more (default all)"
+        "--whiten_dim", type=at_least(2), help="dimensions kept by the whitening, 2 or more (default all)"
     )
     parser.add_argument(
         "--index",
@@ -113,7 +107,7 @@ def build_parser():
     parser.add_argument("--nlist", type=positive_int, help="IVF lists (default ~4 sqrt(N))")
     parser.add_argument("--nprobe", type=positive_int, help="IVF lists searched per query")
     parser.add_argument("--ef_search", type=positive_int, help="HNSW search breadth (default 64)")
-    parser.add_argument("--hnsw_m", type=at_least_two, help="HNSW links per node, 2 or more (default 32)")
+    parser.add_argument("--hnsw_m", type=at_least(2), help="HNSW links per node, 2 or more (default 32)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--add", action="store_true", help="add the records on stdin to the store and the index"
