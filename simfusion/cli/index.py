@@ -33,7 +33,8 @@ from simfusion.search.build import (
     summary,
 )
 from simfusion.search.catalog import Catalog
-from simfusion.search.index import KINDS, IndexFileError
+from simfusion.search.index import IndexFileError
+from simfusion.search.index_checks import KINDS
 from simfusion.search.index_files import save_index
 from simfusion.search.index_plan import IndexPlanError, parse_bytes, plan_index
 from simfusion.search.tune import TuneOptions, tune_fusion
@@ -290,6 +291,7 @@ def build_from_store(args, parser, kind: str):
             max_memory=args.max_index_memory,
             target_latency_ms=args.target_latency_ms,
             clusters=not args.no_clusters,
+            scene_weights=(tuning.get("scene") or {}).get("weights") if tuning else None,
         )
     except UnknownViewError as exc:
         parser.error(f"--views: {exc}")

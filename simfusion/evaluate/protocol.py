@@ -34,10 +34,11 @@ from simfusion.io.images import ImageError, load_image
 from simfusion.io.records import record_id
 from simfusion.io.store import FeatureStore, store_path
 from simfusion.search.build import catalog_vectors, index_path
-from simfusion.search.clusters import has_clusters
+from simfusion.search.clusters import has_clusters, width
 from simfusion.search.index import META_FILE, PARAMS_FILE, CatalogIndex, part_data
 from simfusion.search.index_files import read_meta, read_params
 from simfusion.search.probe import PROJECTION
+from simfusion.search.scene import PREFIX
 from simfusion.search.vectors import (
     FUSED,
     FUSIONS,
@@ -352,7 +353,9 @@ def clustered_vectors(model_save_path: str, pooled: Mapping[str, np.ndarray]) ->
     vectors = transform({view: pooled[view] for view in meta["views"]}, params, pooling=meta["pooling"])
     # no probe projection: only the fused part is wanted here
     index = CatalogIndex(meta=meta, params={k: v for k, v in params.items() if k != PROJECTION}, parts={})
-    return part_data(index, vectors)[FUSED]
+    fused = part_data(index, vectors)[FUSED]
+    # the scene profile's clusters block comes last; a catalog item is a clean query
+    return fused[:, : fused.shape[1] - width(params, PREFIX)]
 
 
 def labelled(

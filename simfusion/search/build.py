@@ -160,9 +160,11 @@ def build_catalog_index(
     max_memory: int | None = None,
     target_latency_ms: float | None = None,
     clusters: bool = True,
+    scene_weights: Mapping[str, float] | None = None,
 ) -> CatalogIndex:
     """Index the catalog of a feature store (all its views unless `views` names some); `clusters`
-    adds the clusters term to an early fusion (simfusion.search.clusters)."""
+    adds the clusters term to an early fusion (simfusion.search.clusters); `scene_weights`: the scene
+    profile's (simfusion.search.scene), where the tuning chose them."""
 
     with FeatureStore(store_file) as store:
         views = list(views or store.views)
@@ -186,6 +188,7 @@ def build_catalog_index(
         max_memory=max_memory,
         target_latency_ms=target_latency_ms,
         clusters=clusters,
+        scene_weights=scene_weights,
         extra={"store": signature},
     )
 
@@ -310,6 +313,7 @@ def summary(index: CatalogIndex, folder: str) -> dict[str, Any]:
         "kind": index.kind,
         "dims": meta["dims"],
         "clusters": meta.get("clusters"),
+        "scene": meta.get("scene"),
     }
 
 

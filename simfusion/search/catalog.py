@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from simfusion.detect.objectness import working_copy
 from simfusion.detect.registry import catalog_detector
 from simfusion.io.lock import write_lock
 from simfusion.io.montage import catalog_image_path
@@ -38,25 +37,13 @@ from simfusion.search.build import (
     remove_catalog_items,
     repair_index,
 )
-from simfusion.search.crops import (
-    FIT_SHARE,
-    FIT_TOP,
-    GUIDE_SIDE,
-    GUIDED_SHARE,
-    NUDGED_FROM,
-    REFINE,
-    best_crop,
-    box_between,
-    crop_fit,
-    is_unsure,
-    nudged_boxes,
-    window_boxes,
-)
 from simfusion.search.graph import GRAPH_K, RERANK_POOL, NeighbourGraph, diffused
+from simfusion.search.guided import GuidedCrops
 from simfusion.search.index import CatalogIndex, search
 from simfusion.search.index_files import load_index
 from simfusion.search.options import SearchOptions, fresh_query
 from simfusion.search.rules import Rules, ruled, with_fields
+from simfusion.search.scene import PROFILES
 from simfusion.search.vectors import transform
 
 log = logging.getLogger(__name__)
@@ -64,7 +51,7 @@ log = logging.getLogger(__name__)
 GROWTH = 4  # how much wider each further search is when the rules left too few results
 
 
-class Catalog:
+class Catalog(GuidedCrops):
     """A trained catalog: its index, its feature store and the pipeline that encodes new images."""
 
     def __init__(
@@ -185,122 +172,6 @@ class Catalog:
             self.guide(encoded.records, encoded.images, encoded.maps, encoded.found, opts)
         return encoded
 
-    def guide(
-        self,
-        records: Sequence[dict[str, Any]],
-        images: Sequence[np.ndarray],
-        maps: Mapping[str, np.ndarray],
-        found: Sequence[Mapping[str, Any]],
-        opts: SearchOptions,
-    ) -> list[list[int] | None]:
-        """Catalog-guided crops (simfusion.search.crops): each unsure query's rows of `maps` become
-        those of its best-fitting crop, and its record gets that crop as `query_box`. Returns each
-        query's chosen box (None: not guided)."""
-        views = list(opts.views or self.index.views)
-        chosen: list[list[int] | None] = [None] * len(images)
-        for row, (image, result) in enumerate(zip(images, found, strict=True)):
-            if not is_unsure(result):
-                continue
-            # a large query's crops come from a shrunk copy; boxes on it map back to the query's pixels
-            work = image if max(image.shape[:2]) <= GUIDE_SIDE else working_copy(image, size=GUIDE_SIDE)
-            detected = {**result, "box": box_between(result["box"], image.shape, work.shape)}
-            boxes, crop_maps = self.crop_maps(work, detected, {view: maps[view][row] for view in views})
-            box, best_maps = self.pick_crop(work, boxes, crop_maps, views=views, weights=opts.weights)
-            box = list(result["box"]) if box == boxes[0] else box_between(box, work.shape, image.shape)
-            for view in views:
-                maps[view][row] = best_maps[view]
-            chosen[row] = records[row]["query_box"] = box
-            name = records[row].get("id") or records[row].get("image") or row + 1
-            log.info("query %s: detection unsure; answered from crop %s of %d", name, box, len(boxes))
-        return chosen
-
-    def crop_maps(
-        self, image: np.ndarray, found: Mapping[str, Any], own: Mapping[str, np.ndarray]
-    ) -> tuple[list[list[int]], dict[str, np.ndarray]]:
-        """The candidate crops of one query image: the detector's box (whose maps per view, `own`,
-        are already encoded) and then the windows; returns (boxes, each view's maps, a row a crop)."""
-        windows = window_boxes(*image.shape[:2])
-        encoded = self.encode_crops(image, windows, views=list(own))
-        boxes = [list(found["box"]), *windows]
-        return boxes, {view: np.concatenate([own[view][None], encoded[view]]) for view in own}
-
-    def choose_crop(
-        self,
-        crop_maps: Mapping[str, np.ndarray],
-        *,
-        views: Sequence[str] | None = None,
-        weights: Mapping[str, float] | None = None,
-    ) -> int:
-        """The row of `crop_maps` (the detector's box first) whose best catalog matches fit best,
-        searched with `views` and `weights` as the query itself will be."""
-        return best_crop(self.crop_fits(crop_maps, views=views, weights=weights))
-
-    def pick_crop(
-        self,
-        image: np.ndarray,
-        boxes: Sequence[Sequence[int]],
-        crop_maps: Mapping[str, np.ndarray],
-        *,
-        views: Sequence[str] | None = None,
-        weights: Mapping[str, float] | None = None,
-    ) -> tuple[list[int], dict[str, np.ndarray]]:
-        """The (box, maps per view) a guided query is answered from: the best fit of `boxes` (rows of
-        `crop_maps`, the detector's box first), then, if it is a window, nudged (`refine_crop`)."""
-        views = list(views or self.index.views)
-        fits = self.crop_fits(crop_maps, views=views, weights=weights)
-        best = best_crop(fits)
-        box, maps = list(boxes[best]), {view: crop_maps[view][best] for view in views}
-        if best >= NUDGED_FROM:  # a window; the detector's box and the whole image are kept as they are
-            box, maps = self.refine_crop(image, box, maps, fit=fits[best], weights=weights)
-        return box, maps
-
-    def refine_crop(
-        self,
-        image: np.ndarray,
-        box: Sequence[int],
-        maps: Mapping[str, np.ndarray],
-        *,
-        fit: float | None = None,
-        weights: Mapping[str, float] | None = None,
-    ) -> tuple[list[int], dict[str, np.ndarray]]:
-        """The chosen crop `box` (its maps per view: `maps`, which name the views searched; its `fit`,
-        found here if not given) nudged, step by step (crops.REFINE), to whichever shifted or
-        rescaled box fits the catalog better."""
-        views = list(maps)
-        box, maps = list(box), dict(maps)
-        if fit is None:
-            fit = self.crop_fits({view: maps[view][None] for view in views}, views=views, weights=weights)[0]
-        for shift, scales in REFINE:
-            boxes = nudged_boxes(box, *image.shape[:2], shift=shift, scales=scales)
-            encoded = self.encode_crops(image, boxes, views=views)
-            fits = self.crop_fits(encoded, views=views, weights=weights)
-            best = int(np.argmax(fits))
-            if fits[best] > fit:
-                box, fit, maps = boxes[best], fits[best], {view: encoded[view][best] for view in views}
-        return box, maps
-
-    def encode_crops(
-        self, image: np.ndarray, boxes: Sequence[Sequence[int]], *, views: Sequence[str]
-    ) -> dict[str, np.ndarray]:
-        """Each view's maps of `boxes` of one image, a row a box, encoded like the catalog."""
-        crops, path = [image] * len(boxes), self.path
-        return encode_images(
-            crops, model_save_path=path, views=list(views), pipeline=self.pipeline, boxes=boxes
-        )[0]
-
-    def crop_fits(
-        self,
-        crop_maps: Mapping[str, np.ndarray],
-        *,
-        views: Sequence[str] | None = None,
-        weights: Mapping[str, float] | None = None,
-    ) -> np.ndarray:
-        """Each crop's fit to the catalog (crops.crop_fit), a row of `crop_maps` a crop."""
-        views = list(views or self.index.views)
-        vectors = self.vectors({view: crop_maps[view] for view in views})
-        hits = search(self.index, vectors, k=FIT_TOP, views=views, weights=weights, clusters_share=FIT_SHARE)
-        return crop_fit(hits)
-
     def search_images(
         self, images: Sequence[np.ndarray], records: Sequence[dict[str, Any]] | None = None, **options: Any
     ) -> list[dict[str, Any]]:
@@ -336,13 +207,6 @@ class Catalog:
         self.answer(records, maps, **{**options, "rules": rules})
         return records
 
-    def share_of(self, record: Mapping[str, Any]) -> float:
-        """The clusters term's share a query is ranked with: `GUIDED_SHARE` for one answered from
-        a catalog-guided crop (its record has a `query_box`), the index's own for the others."""
-        if not self.index.clusters_share:
-            return 0.0
-        return GUIDED_SHARE if "query_box" in record else self.index.clusters_share
-
     def answer(self, records: list[dict[str, Any]], maps: Mapping[str, np.ndarray], **options: Any) -> None:
         """Add `results` (and `inferred_category` where the rules inferred one) to each record,
         from its feature maps row-aligned with `records`; `options` are SearchOptions' fields."""
@@ -375,19 +239,7 @@ class Catalog:
         todo = list(range(len(query_records)))
         out: list[tuple[list[dict[str, Any]], str | None]] = [([], None)] * len(query_records)
         while todo:
-            subset = {view: np.asarray(vectors)[todo] for view, vectors in queries.items()}
-            # late and rrf fusion rescore the union of each view's candidates: a wider pool ranks better
-            found = search(
-                self.index,
-                subset,
-                k=max(wanted, 1),
-                candidates=max(wanted, k * opts.candidates),
-                views=opts.views,
-                weights=opts.weights,
-                nprobe=opts.nprobe,
-                ef_search=opts.ef_search,
-                clusters_share=[self.share_of(query_records[row]) for row in todo],
-            )
+            found = self._search_rows(queries, [query_records[row] for row in todo], todo, wanted, opts)
             if opts.rerank == "diffusion" and size:
                 graph = self.neighbour_graph()
                 found = [diffused(hits, graph) for hits in found]
@@ -399,6 +251,39 @@ class Catalog:
                 if len(out[row][0]) < k and wanted < size:
                     again.append(row)
             todo, wanted = again, min(size, wanted * GROWTH)
+        return out
+
+    def _search_rows(
+        self,
+        queries: Mapping[str, np.ndarray],
+        records: Sequence[Mapping[str, Any]],
+        rows: Sequence[int],
+        wanted: int,
+        opts: SearchOptions,
+    ) -> list[list[dict[str, Any]]]:
+        """The hits of the queries at `rows` of `queries` (their `records`), each searched with its
+        own profile and clusters share."""
+        out: list[list[dict[str, Any]]] = [[] for _ in rows]
+        for profile in PROFILES:
+            mine = [at for at, record in enumerate(records) if self.profile_of(record) == profile]
+            if not mine:
+                continue
+            picked = [rows[at] for at in mine]
+            # late and rrf fusion rescore the union of each view's candidates: a wider pool ranks better
+            found = search(
+                self.index,
+                {view: np.asarray(vectors)[picked] for view, vectors in queries.items()},
+                k=max(wanted, 1),
+                candidates=max(wanted, opts.k * opts.candidates),
+                views=opts.views,
+                weights=opts.weights,
+                nprobe=opts.nprobe,
+                ef_search=opts.ef_search,
+                clusters_share=[self.share_of(records[at]) for at in mine],
+                profile=profile,
+            )
+            for at, hits in zip(mine, found, strict=True):
+                out[at] = hits
         return out
 
     def neighbour_graph(self, *, batch_size: int = 256) -> NeighbourGraph:

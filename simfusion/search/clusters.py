@@ -53,9 +53,15 @@ def cluster_counts(items: int) -> list[int]:
     return [max(2, items // per) for per in ITEMS_PER_CLUSTER]
 
 
-def fit_clusters(fused: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
-    """The projection's params (flat keys, for the index's params.npz) fitted on fused catalog
-    vectors (N, D); empty when the catalog has fewer than `MIN_ITEMS` items."""
+def keys(prefix: str = "") -> tuple[str, str, str, str]:
+    """The params keys of one projection (MEAN, COMPONENTS, MATRIX, WIDTHS), under `prefix` (the
+    scene profile's projection: simfusion.search.scene)."""
+    return tuple(prefix + key for key in (MEAN, COMPONENTS, MATRIX, WIDTHS))
+
+
+def fit_clusters(fused: np.ndarray, *, seed: int = 0, prefix: str = "") -> dict[str, np.ndarray]:
+    """The projection's params (flat keys under `prefix`, for the index's params.npz) fitted on fused
+    catalog vectors (N, D); empty when the catalog has fewer than `MIN_ITEMS` items."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -91,48 +97,63 @@ def fit_clusters(fused: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
         time.perf_counter() - start,
     )
     # kept apart, not folded into one (D, widths) matrix: a query then reads a third of the bytes
+    mean, components, matrix_key, widths_key = keys(prefix)
     return {
-        MEAN: pca.mean_.astype(np.float32),
-        COMPONENTS: np.ascontiguousarray(pca.components_.T, dtype=np.float32),
-        MATRIX: matrix.astype(np.float32),
-        WIDTHS: widths,
+        mean: pca.mean_.astype(np.float32),
+        components: np.ascontiguousarray(pca.components_.T, dtype=np.float32),
+        matrix_key: matrix.astype(np.float32),
+        widths_key: widths,
     }
 
 
-def clusters_meta(params: Mapping[str, np.ndarray], items: int, *, seconds: float) -> dict:
+def clusters_meta(params: Mapping[str, np.ndarray], items: int, *, seconds: float, prefix: str = "") -> dict:
     """What the index's meta says of its fitted clusters term."""
     return {
         "share": SHARE,
-        "dim": int(np.asarray(params[WIDTHS]).sum()),
+        "dim": width(params, prefix),
         "clusters": cluster_counts(min(items, FIT_LIMIT)),
         "seconds": round(seconds, 1),
     }
 
 
-def has_clusters(params: Mapping[str, np.ndarray]) -> bool:
-    return MATRIX in params
+def has_clusters(params: Mapping[str, np.ndarray], prefix: str = "") -> bool:
+    return prefix + MATRIX in params
 
 
-def cluster_vectors(fused: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+def width(params: Mapping[str, np.ndarray], prefix: str = "") -> int:
+    """How wide a projection's clusters vectors are (0 where `params` has none)."""
+    return int(np.asarray(params[prefix + WIDTHS]).sum()) if has_clusters(params, prefix) else 0
+
+
+def cluster_vectors(fused: np.ndarray, params: Mapping[str, np.ndarray], prefix: str = "") -> np.ndarray:
     """The clusters vectors (N, sum of widths) of fused vectors (N, D), unit length."""
+    mean_key, components, matrix, widths = keys(prefix)
     fused = np.asarray(fused, np.float32)
-    mean = np.asarray(params[MEAN])
+    mean = np.asarray(params[mean_key])
     if fused.shape[-1] != mean.shape[0]:
         raise ValueError(
             f"fused vectors have {fused.shape[-1]} dimensions; the clusters were fitted on {mean.shape[0]}"
         )
-    projected = ((fused - mean) @ np.asarray(params[COMPONENTS])) @ np.asarray(params[MATRIX])
-    bounds = np.cumsum(np.concatenate([[0], np.asarray(params[WIDTHS])]))
+    projected = ((fused - mean) @ np.asarray(params[components])) @ np.asarray(params[matrix])
+    bounds = np.cumsum(np.concatenate([[0], np.asarray(params[widths])]))
     parts = [l2_normalize(projected[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     return (np.concatenate(parts, axis=1) / np.sqrt(len(parts))).astype(np.float32)
 
 
-def with_clusters(fused: np.ndarray, params: Mapping[str, np.ndarray], *, share: float = SHARE) -> np.ndarray:
+def with_clusters(
+    fused: np.ndarray,
+    params: Mapping[str, np.ndarray],
+    *,
+    share: float = SHARE,
+    more: Sequence[np.ndarray] = (),
+) -> np.ndarray:
     """Fused vectors with their clusters vectors appended, so that inner products give
-    (1 - share) * fused cosine + share * clusters cosine."""
+    (1 - share) * fused cosine + share * clusters cosine; `more`: further clusters vectors, a block
+    each after the first (the scene profile's), which a query that does not fill them leaves out."""
     fused = np.asarray(fused, np.float32)
-    extra = cluster_vectors(fused, params)
-    return np.ascontiguousarray(np.concatenate([np.sqrt(1 - share) * fused, np.sqrt(share) * extra], axis=1))
+    blocks = [cluster_vectors(fused, params), *more]
+    parts = [np.sqrt(1 - share) * fused, *(np.sqrt(share) * np.asarray(b, np.float32) for b in blocks)]
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))
 
 
 def with_cluster_queries(
@@ -140,16 +161,17 @@ def with_cluster_queries(
     params: Mapping[str, np.ndarray],
     built: Mapping[str, float],
     share: Mapping[str, float],
+    prefix: str = "",
 ) -> Mapping[str, np.ndarray]:
     """The queries (view -> vectors) with their clusters vectors added, when the index has the
-    projection (`params`) and the query searches with the index's own views and normalised weights
-    `built` (the projection was fitted on those); else the queries as they are."""
-    if not has_clusters(params) or set(share) != set(built):
+    projection (`params`, under `prefix`) and the query searches with the views and normalised
+    weights `built` that the projection was fitted on; else the queries as they are."""
+    if not has_clusters(params, prefix) or set(share) != set(built):
         return queries
     if any(abs(share[view] - built[view]) > 1e-9 for view in built):
         return queries
     fused = np.concatenate([np.sqrt(built[v]) * np.asarray(queries[v], np.float32) for v in built], axis=1)
-    return {**queries, CLUSTERS: cluster_vectors(fused, params)}
+    return {**queries, CLUSTERS: cluster_vectors(fused, params, prefix)}
 
 
 def query_shares(built: float, shares: float | Sequence[float] | None, count: int) -> np.ndarray:
@@ -166,18 +188,26 @@ def query_shares(built: float, shares: float | Sequence[float] | None, count: in
 
 
 def cluster_probe(
-    probe: np.ndarray, clusters: np.ndarray | None, share: float, dim: int, *, queried=None
+    probe: np.ndarray,
+    clusters: np.ndarray | None,
+    share: float,
+    dims: Sequence[int],
+    *,
+    queried=None,
+    block: int = 0,
 ) -> np.ndarray:
     """An early-fusion query vector made to match fused vectors that carry the clusters term with
-    `share`: the views' part rescaled, then the query's clusters vector, or zeros where it has none
-    (the query narrowed or re-weighted the views). `queried` (one share per query) gives each
-    query's inner products that share of the term instead: (1 - q) views + q clusters."""
+    `share` in blocks as wide as `dims`: the views' part rescaled, then the query's clusters vector in
+    its `block` and zeros in the others, or zeros everywhere where it has none (the query narrowed or
+    re-weighted the views). `queried` (one share per query) gives each query's inner products that
+    share of the term instead: (1 - q) views + q clusters."""
     if not share:
         return probe
     queried = np.full(len(probe), share) if queried is None else np.asarray(queried, np.float64)
+    zeros = [np.zeros((len(probe), dim), np.float32) for dim in dims]
     if clusters is None:
-        zeros = np.zeros((len(probe), dim), np.float32)
-        return np.concatenate([probe / np.sqrt(1 - share), zeros], axis=1)
+        return np.concatenate([probe / np.sqrt(1 - share), *zeros], axis=1)
     views_scale = ((1 - queried) / np.sqrt(1 - share)).astype(np.float32)[:, None]
     clusters_scale = (queried / np.sqrt(share)).astype(np.float32)[:, None]
-    return np.concatenate([views_scale * probe, clusters_scale * np.asarray(clusters, np.float32)], axis=1)
+    zeros[block] = clusters_scale * np.asarray(clusters, np.float32)
+    return np.concatenate([views_scale * probe, *zeros], axis=1)

@@ -33,35 +33,22 @@ from simfusion import __version__
 from simfusion.search.clusters import (
     CLUSTERS,
     cluster_probe,
+    cluster_vectors,
     clusters_meta,
     fit_clusters,
     has_clusters,
     query_shares,
+    width,
     with_cluster_queries,
     with_clusters,
 )
-from simfusion.search.faiss_index import (
-    EF_SEARCH,
-    FAISS_KINDS,
-    HNSW_M,
-    build_faiss_index,
-    faiss_reconstruct,
-    faiss_search,
-    measure_recall,
-)
+from simfusion.search.faiss_index import EF_SEARCH, HNSW_M, build_faiss_index, faiss_reconstruct, faiss_search
+from simfusion.search.index_checks import check_input, check_recall
 from simfusion.search.index_plan import plan_index
-from simfusion.search.probe import (
-    PROBE,
-    PROBE_CANDIDATES,
-    PROBE_DIM,
-    PROJECTION,
-    fit_projection,
-    probe_recall,
-    uses_probe,
-)
+from simfusion.search.probe import PROBE, PROBE_CANDIDATES, PROBE_DIM, PROJECTION, fit_projection, uses_probe
+from simfusion.search.scene import CLEAN, PREFIX, SCENE, profile_fused, profile_weights, scene_profile
 from simfusion.search.vectors import (
     FUSED,
-    FUSIONS,
     binary_codes,
     check_views,
     hamming_similarity,
@@ -75,9 +62,7 @@ INDEX_FORMAT = "simfusion-index"
 INDEX_FORMAT_VERSION = 1
 META_FILE = "index.json"
 PARAMS_FILE = "params.npz"
-KINDS = ("auto", *FAISS_KINDS)
 TOMBSTONE_SHARE = 0.25
-RECALL_CHECK_LIMIT = 2 * 10**9  # measure recall after building only while n x dim stays below this
 
 Hit = dict[str, Any]
 
@@ -115,6 +100,11 @@ class CatalogIndex:
     @property
     def weights(self) -> dict[str, float]:
         return dict(self.meta["weights"])
+
+    @property
+    def scene_views(self) -> list[str]:
+        """The views a scene query is chosen and ranked with (simfusion.search.scene)."""
+        return list(profile_weights(self.meta, SCENE))
 
     @property
     def fusion(self) -> str:
@@ -160,6 +150,7 @@ def build_index(
     max_memory: int | None = None,
     target_latency_ms: float | None = None,
     clusters: bool = False,
+    scene_weights: Mapping[str, float] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> CatalogIndex:
     """Index catalog vectors (already pooled and transformed by `fusion.fit_transform`).
@@ -167,9 +158,10 @@ def build_index(
     With `kind="auto"` and `max_memory` (bytes), the kind and its parameters come from
     `choose_index` (memory budget and `target_latency_ms`). `extra` goes into the meta as is
     (e.g. what the feature store says about its models). `clusters`: the clusters term of an
-    early float fusion (simfusion.search.clusters).
+    early float fusion (simfusion.search.clusters). An index holding a view that is not scene-safe gets
+    a scene profile (simfusion.search.scene): `scene_weights`, else its own weights of the others.
     """
-    ids = _check_input(vectors_by_view, ids, fusion=fusion, kind=kind)
+    ids = check_input(vectors_by_view, ids, fusion=fusion, kind=kind)
     views = list(vectors_by_view)
     weights = {view: float((weights or {}).get(view, 1.0)) for view in views}
     normalize_weights(weights)  # validates
@@ -191,17 +183,26 @@ def build_index(
         "next_label": len(ids),
         **dict(extra or {}),
     }
+    scene = scene_profile(weights, scene_weights) if fusion == "early" else None
+    if scene:
+        meta["scene"] = scene
     index = CatalogIndex(
         meta=meta, params=dict(params), parts={}, ids=ids, labels=np.arange(len(ids), dtype=np.int64)
     )
-    data = part_data(index, vectors_by_view)
-    data = _add_clusters(index, vectors_by_view, data) if clusters else data
-    if uses_probe(index.kind, index.fusion, sum(dims.values()), len(ids)):
-        _add_probe(index, data)
-    _build_parts(index, data)
-    _check_recall(index, data)
+    _fill(index, vectors_by_view, clusters=clusters)
     log.info("indexed %d items: %s fusion of %s, %s index", len(ids), fusion, ", ".join(views), index.kind)
     return index
+
+
+def _fill(index: CatalogIndex, vectors_by_view: Mapping[str, np.ndarray], *, clusters: bool) -> None:
+    """Fit what the index learns (the clusters term, the probe's projection), then build and check
+    its FAISS parts."""
+    data = part_data(index, vectors_by_view)
+    data = _add_clusters(index, vectors_by_view, data) if clusters else data
+    if uses_probe(index.kind, index.fusion, sum(index.meta["dims"].values()), len(index)):
+        _add_probe(index, data)
+    _build_parts(index, data)
+    check_recall(index, data)
 
 
 def _add_probe(index: CatalogIndex, data: dict[str, np.ndarray]) -> None:
@@ -221,6 +222,12 @@ def _add_clusters(
         return data
     index.params.update(fitted)
     index.meta["clusters"] = clusters_meta(fitted, len(index), seconds=time.perf_counter() - start)
+    if "scene" in index.meta:  # the scene profile's own projection, fitted on its own fused vectors
+        start, weights = time.perf_counter(), index.meta["scene"]["weights"]
+        fitted = fit_clusters(profile_fused(vectors_by_view, weights), prefix=PREFIX)
+        index.params.update(fitted)
+        seconds = time.perf_counter() - start
+        index.meta["scene"]["clusters"] = clusters_meta(fitted, len(index), seconds=seconds, prefix=PREFIX)
     return part_data(index, vectors_by_view)
 
 
@@ -236,25 +243,6 @@ def _build_parts(index: CatalogIndex, part_data: Mapping[str, np.ndarray]) -> No
         )
 
 
-def _check_input(
-    vectors_by_view: Mapping[str, np.ndarray], ids: Sequence[str], *, fusion: str, kind: str
-) -> list[str]:
-    """The ids as strings, once the fusion, kind, views and row counts are known to be good."""
-    if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
-    if kind not in KINDS:
-        raise ValueError(f"index kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    if not vectors_by_view:
-        raise ValueError("no views to index")
-    ids = [str(item) for item in ids]
-    if len(set(ids)) != len(ids):
-        raise ValueError("catalog ids must be unique")
-    for view, vectors in vectors_by_view.items():
-        if len(vectors) != len(ids):
-            raise ValueError(f"view {view!r} has {len(vectors)} vectors for {len(ids)} ids")
-    return ids
-
-
 def _part_pq_m(index: CatalogIndex, name: str) -> int | None:
     """A part's PQ code bytes: the planned bytes shared out by dimension (all of them for early fusion)."""
     total = index.meta.get("pq_m")
@@ -262,26 +250,6 @@ def _part_pq_m(index: CatalogIndex, name: str) -> int | None:
         return total
     dim = index.meta["dims"][name]
     return max(1, round(total * dim / sum(index.meta["dims"].values())))
-
-
-def _check_recall(index: CatalogIndex, part_data: Mapping[str, np.ndarray]) -> None:
-    """Log the recall@10 of an approximate index (or of the probe scan plus exact rescoring) against
-    exact search, on a sample of its own items."""
-    if PROBE in part_data:
-        found = probe_recall(index.parts, index.params[PROJECTION], part_data[FUSED], index.labels)
-        index.meta.setdefault("measured_recall", {})[PROBE] = round(found, 3)
-        log.info("probe part: measured recall@10 %.3f after rescoring (100 of its own items)", found)
-    if index.kind in ("exact", "binary") or not len(index):
-        return
-    for name, data in part_data.items():
-        if data.size > RECALL_CHECK_LIMIT:
-            log.info(
-                "recall of part %s not measured: %d x %d is too many to search exactly", name, *data.shape
-            )
-            continue
-        found = measure_recall(index.parts[name], data, index.labels)
-        index.meta.setdefault("measured_recall", {})[name] = round(found, 3)
-        log.info("index part %s: measured recall@10 %.3f (100 of its own items as queries)", name, found)
 
 
 def _part_names(index: CatalogIndex) -> list[str]:
@@ -307,7 +275,11 @@ def part_data(index: CatalogIndex, vectors_by_view: Mapping[str, np.ndarray]) ->
     share = normalize_weights(index.weights)
     fused = np.concatenate([np.sqrt(share[v]) * per_view[v] for v in index.views], axis=1)
     if index.clusters_share:
-        fused = with_clusters(fused, index.params, share=index.clusters_share)
+        more = []
+        if has_clusters(index.params, PREFIX):
+            scene = profile_fused(per_view, index.meta["scene"]["weights"])
+            more.append(cluster_vectors(scene, index.params, PREFIX))
+        fused = with_clusters(fused, index.params, share=index.clusters_share, more=more)
     if PROJECTION not in index.params:
         return {FUSED: fused}
     return {FUSED: fused, PROBE: fused @ index.params[PROJECTION]}
@@ -328,10 +300,11 @@ def _offsets(index: CatalogIndex) -> dict[str, tuple[int, int]]:
     out, start = {}, 0
     for view in index.views:
         dim = index.meta["dims"][view]
-        width = (dim + 7) // 8 if index.kind == "binary" else dim
-        out[view] = (start, start + width)
-        start += width
-    out[CLUSTERS] = (start, None)
+        columns = (dim + 7) // 8 if index.kind == "binary" else dim
+        out[view] = (start, start + columns)
+        start += columns
+    clean, scene = width(index.params), width(index.params, PREFIX)
+    out[CLEAN], out[SCENE] = (start, start + clean), (start + clean, start + clean + scene)
     return out
 
 
@@ -347,6 +320,7 @@ def search(
     ef_search: int | None = None,
     clusters: bool = True,
     clusters_share: float | Sequence[float] | None = None,
+    profile: str = CLEAN,
 ) -> list[list[Hit]]:
     """The `k` best items for each query: hits {id, score, scores: {view: score}} best first.
 
@@ -355,12 +329,15 @@ def search(
     or re-weight the views the index was built with, without rebuilding it; either, or `clusters`
     False, leaves out the clusters term (simfusion.search.clusters). `clusters_share` (one for all
     queries, or one per query) replaces the term's share of the score the index was built with.
+    `profile` "scene" searches with the index's scene profile (simfusion.search.scene) where it has one.
     """
     if k <= 0:
         raise ValueError(f"k must be > 0, not {k}")
-    views = list(views or index.views)
+    built = profile_weights(index.meta, profile)
+    block = SCENE if profile == SCENE and "scene" in index.meta else CLEAN
+    views = list(views or built)
     check_views(views, index.views, holder="the index")
-    base = {view: index.weights[view] for view in views}
+    base = {view: built.get(view, index.weights[view]) for view in views}
     share = normalize_weights({view: float((weights or base).get(view, base[view])) for view in views})
     check_dims(index, queries, views, what="query vectors")
     count = len(np.asarray(queries[views[0]]))
@@ -368,12 +345,15 @@ def search(
         return [[] for _ in range(count)]
     wanted = min(max(k, candidates or k), len(index))
     if clusters:
-        queries = with_cluster_queries(queries, index.params, normalize_weights(index.weights), share)
+        prefix = PREFIX if block == SCENE else ""
+        queries = with_cluster_queries(queries, index.params, normalize_weights(built), share, prefix)
     shares = query_shares(index.clusters_share, clusters_share, count)
-    pools = _candidates(index, queries, views, share, wanted, shares, nprobe=nprobe, ef_search=ef_search)
+    pools = _candidates(index, queries, share, wanted, shares, block, nprobe=nprobe, ef_search=ef_search)
     searched = [v for v in (*views, CLUSTERS) if v in queries]
     return [
-        _rescore(index, {v: np.asarray(queries[v])[i] for v in searched}, pools[i], share, k, shares[i])
+        _rescore(
+            index, {v: np.asarray(queries[v])[i] for v in searched}, pools[i], share, k, shares[i], block
+        )
         for i in range(count)
     ]
 
@@ -381,15 +361,16 @@ def search(
 def _candidates(
     index: CatalogIndex,
     queries: Mapping[str, np.ndarray],
-    views: list[str],
     share: dict[str, float],
     wanted: int,
     shares: np.ndarray,
+    block: str,
     *,
     nprobe: int | None,
     ef_search: int | None,
 ) -> list[np.ndarray]:
-    """Candidate labels per query: the union of what each searched part returns."""
+    """Candidate labels per query: the union of what each searched part returns (the views of
+    `share`; a query's clusters vector goes into the fused part's `block`)."""
     binary = index.kind == "binary"
     options = {
         "nprobe": nprobe or index.meta.get("nprobe"),
@@ -409,15 +390,17 @@ def _candidates(
                 [share.get(v, 0.0) / np.sqrt(built[v]) * _all_views(index, queries, v) for v in index.views],
                 axis=1,
             )
-            dim = index.meta.get("clusters", {}).get("dim", 0)
-            probe = cluster_probe(probe, queries.get(CLUSTERS), index.clusters_share, dim, queried=shares)
+            dims, which = (width(index.params), width(index.params, PREFIX)), int(block == SCENE)
+            probe = cluster_probe(
+                probe, queries.get(CLUSTERS), index.clusters_share, dims, queried=shares, block=which
+            )
         if PROBE in index.parts:
             probe, part, wanted = probe @ index.params[PROJECTION], PROBE, max(wanted, PROBE_CANDIDATES)
         else:
             part = FUSED
         found.append(faiss_search(index.parts[part], probe, min(wanted, len(index)), **options)[1])
     else:
-        for view in views:
+        for view in share:
             data = np.asarray(queries[view], np.float32)
             probe = _codes(index, view, data) if binary else data
             found.append(faiss_search(index.parts[view], probe, wanted, **options)[1])
@@ -437,9 +420,10 @@ def _all_views(index: CatalogIndex, queries: Mapping[str, np.ndarray], view: str
 
 
 def view_scores(
-    index: CatalogIndex, query: Mapping[str, np.ndarray], labels: np.ndarray
+    index: CatalogIndex, query: Mapping[str, np.ndarray], labels: np.ndarray, block: str = CLEAN
 ) -> dict[str, np.ndarray]:
-    """Exact per-view similarity of one query (view -> (d,)) to the items `labels`."""
+    """Exact per-view similarity of one query (view -> (d,)) to the items `labels`; its clusters
+    vector is scored against the fused part's `block` (simfusion.search.scene)."""
     out = {}
     binary = index.kind == "binary"
     if index.fusion == "early":
@@ -449,7 +433,8 @@ def view_scores(
     for view, vector in query.items():
         scale = 1.0
         if view == CLUSTERS:
-            data, scale = stored[:, offsets[CLUSTERS][0] :], 1.0 / np.sqrt(index.clusters_share)
+            start, stop = offsets[block]
+            data, scale = stored[:, start:stop], 1.0 / np.sqrt(index.clusters_share)
         elif index.fusion == "early":
             start, stop = offsets[view]
             data = stored[:, start:stop]
@@ -472,10 +457,11 @@ def _rescore(
     share: dict[str, float],
     k: int,
     clusters_share: float,
+    block: str,
 ) -> list[Hit]:
     if not len(labels):
         return []
-    per_view = view_scores(index, query, labels)
+    per_view = view_scores(index, query, labels, block)
     if index.fusion == "rrf":
         rankings = [labels[np.argsort(-per_view[view], kind="stable")] for view in per_view]
         ranked, values = rrf(rankings, weights=[share[view] for view in per_view])

@@ -232,4 +232,16 @@ def meta_problem(meta: dict[str, Any]) -> str | None:
         return "`params` or `store` has the wrong type"
     if not isinstance(meta.get("removed", []), list) or not isinstance(meta.get("clusters") or {}, dict):
         return "`removed` or `clusters` has the wrong type"
+    return _scene_problem(meta.get("scene"), views)
+
+
+def _scene_problem(scene: Any, views: list[str]) -> str | None:
+    """What is wrong with the scene profile's entry (simfusion.search.scene), None where it is good."""
+    if scene is None:
+        return None
+    weights = scene.get("weights") if isinstance(scene, dict) else None
+    if not isinstance(weights, dict) or not weights or not set(weights) <= set(views):
+        return "`scene` does not give weights of the index's views"
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights.values()):
+        return "`scene` weights must be numbers > 0"
     return None

@@ -32,6 +32,7 @@ from simfusion.pipeline import encode_images, load_pipeline
 from simfusion.search.augment import augmented_copies
 from simfusion.search.build import catalog_vectors, check_training_run
 from simfusion.search.vectors import fit_transform, transform
+from simfusion.views.registry import scene_safe
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,28 @@ def coordinate_ascent(problem: Problem, views: Sequence[str], options: TuneOptio
             if got >= best - options.tolerance:
                 weights, best = trial, max(best, got)
     return weights
+
+
+def scene_tuning(
+    problem: Problem, plain: Problem, weights: Mapping[str, float], options: TuneOptions
+) -> dict[str, Any] | None:
+    """The scene profile's weights (simfusion.search.scene): when the tuned views include one that
+    is not scene-safe, the coordinate ascent again over the scene-safe views alone, their consensus
+    neighbours found by them alone (in `plain`, the unwhitened problem); None otherwise. Returns
+    {"weights", "views", "problem"} (the problem solved, for its report)."""
+    kept = [view for view, weight in weights.items() if weight > 0]
+    safe = [view for view in kept if scene_safe(view)]
+    if not safe or len(safe) == len(kept):
+        return None
+    sub = Problem(
+        {view: problem.copy_scores[view] for view in safe},
+        problem.own,
+        {view: problem.original_scores[view] for view in safe},
+        consensus_neighbours({view: plain.original_scores[view] for view in safe}, k=options.k),
+    )
+    chosen = coordinate_ascent(sub, safe, options)
+    log.info("tune: scene profile (the scene-safe views alone): weights %s", chosen)
+    return {"weights": chosen, "views": [view for view in safe if chosen[view] > 0], "problem": sub}
 
 
 def sample_thumbnails(records: Sequence[Mapping[str, Any]], options: TuneOptions) -> tuple[list, list[int]]:
@@ -303,6 +326,7 @@ def _report(problems, views, options, *, seconds_before, start, copies, kinds, i
     whiten = max(results, key=lambda w: results[w][1]["J"])
     weights, tuned = results[whiten]
     problem = problems[whiten]
+    scene = scene_tuning(problem, problems[False], weights, options)
     report = {
         "weights": weights,
         "views": [view for view in views if weights[view] > 0],
@@ -320,6 +344,9 @@ def _report(problems, views, options, *, seconds_before, start, copies, kinds, i
         "seconds": round(time.perf_counter() - start, 2),
         "options": {**asdict(options), "grid": list(options.grid)},
     }
+    if scene:
+        solved = scene.pop("problem")
+        report["scene"] = {**scene, "tuned": measure(solved, scene["weights"])}
     log.info(
         "tune: %d copies of %d catalog items; weights %s, whiten %s; J equal %.3f -> tuned %.3f "
         "(mrr %.3f, consensus %.3f) in %.1f s",

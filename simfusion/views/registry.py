@@ -51,6 +51,7 @@ class View:
     gray: bool = False
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     compute: Callable[[np.ndarray], np.ndarray] | None = None
+    scene_safe: bool = True  # False: left out of the index's scene profile (`scene_safe` below)
 
     @property
     def image(self) -> str:
@@ -83,8 +84,8 @@ VIEWS: dict[str, View] = {
         View("mobilenet_coco_deep", COMPUTED, THUMBNAIL, compute=mobilenet_deep_features),
         View("mobilenet_coco_late", COMPUTED, THUMBNAIL, compute=mobilenet_late_features),
         View("nanodet_coco", COMPUTED, THUMBNAIL, compute=nanodet_features),
-        View("movenet_pose", COMPUTED, THUMBNAIL, compute=movenet_features),
-        View("movenet_pose_late", COMPUTED, THUMBNAIL, compute=movenet_late_features),
+        View("movenet_pose", COMPUTED, THUMBNAIL, compute=movenet_features, scene_safe=False),
+        View("movenet_pose_late", COMPUTED, THUMBNAIL, compute=movenet_late_features, scene_safe=False),
     )
 }
 
@@ -97,10 +98,12 @@ VIEWS: dict[str, View] = {
 # networks err in different places, which is what the fusion and its clusters term feed on: with the
 # last two added the default ranking went from 0.781 to 0.789 P@10 on the held-out catalog
 # (BENCHMARKS.md, fusion_heldout). The tuning gives a view that adds nothing weight 0.
-# The MoveNet pose views (`movenet_pose`, `movenet_pose_late`) are not among them: they raise clean
-# and near-duplicate queries (Fashion-MNIST 10,000: 0.8387 -> 0.8416 P@10; near-duplicates 0.906 ->
-# 0.929 mAP) but pull the catalog-guided crops of busy-scene queries off the product (0.5065 ->
-# 0.4705 P@10, below mobilenet_coco_deep alone); they stay selectable with --views.
+# The MoveNet pose views (`movenet_pose`, `movenet_pose_late`) raise clean and near-duplicate
+# queries (Fashion-MNIST 10,000: 0.8387 -> 0.8416 P@10, 0.8176 -> 0.8215 mAP@100; near-duplicates
+# 0.906 -> 0.929 mAP) but pull the catalog-guided crops of busy-scene queries off the product (0.5065
+# -> 0.4705 P@10 when they took part in the crops' choice and ranking). So they are not scene-safe:
+# the index's scene profile (simfusion.search.scene), which chooses and ranks a guided query's crops,
+# leaves them out, and they serve the clean queries only.
 DEFAULT_VIEWS = (
     "hed_vgg16",
     "hog",
@@ -109,6 +112,8 @@ DEFAULT_VIEWS = (
     "mobilenet_coco_deep",
     "mobilenet_coco_late",
     "nanodet_coco",
+    "movenet_pose",
+    "movenet_pose_late",
 )
 # views whose network comes from the model cache (simfusion.models.cache: `make models`)
 CACHED_MODELS = {
@@ -119,6 +124,13 @@ CACHED_MODELS = {
     "movenet_pose": "movenet-thunder",
     "movenet_pose_late": "movenet-thunder",
 }
+
+
+def scene_safe(name: str) -> bool:
+    """Whether a view may choose and rank the crops of a query photographed in a busy scene (a view
+    the registry does not know, a user's own autoencoder, is)."""
+    view = VIEWS.get(name)
+    return view is None or view.scene_safe
 
 
 def default_views() -> tuple[str, ...]:
