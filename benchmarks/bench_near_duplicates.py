@@ -294,6 +294,7 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
     """Rankings (catalog rows, (N, N-1)) of the fused index and of each view alone, for queries
     encoded as predict.py encodes them; and how well each query's vector matched its catalog entry."""
     from simfusion.search.catalog import Catalog
+    from simfusion.search.guided import search_as_answered
     from simfusion.search.index import search
     from simfusion.search.index_files import load_index
     from simfusion.search.options import SearchOptions
@@ -330,7 +331,12 @@ def pipeline_rankings(model: str, records: list[dict], base: str) -> tuple[dict[
         if clusters and not searched.clusters_share:
             continue  # a catalog too small for the clusters term: the default is 'fused: tuned'
         wanted = {view: query_vectors[view] for view in (views or searched.views)}
-        found = search(searched, wanted, k=size, views=views, clusters=clusters, clusters_share=shares)
+        if searched is tuned:  # as Catalog.rank: a guided query with the scene profile (search.scene)
+            found = search_as_answered(
+                searched, wanted, encoded.records, shares=shares, k=size, clusters=clusters
+            )
+        else:
+            found = search(searched, wanted, k=size, views=views, clusters=clusters, clusters_share=shares)
         ranking, self_scores, self_first = [], [], 0
         for query, hits in zip(records, found, strict=True):
             rows = [row_of[hit["id"]] for hit in hits if hit["id"] != query["id"]]

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from simfusion.search.build import catalog_vectors
     from simfusion.search.catalog import Catalog
     from simfusion.search.crops import UNSURE_SCORE
-    from simfusion.search.index import search
+    from simfusion.search.guided import search_as_answered
     from simfusion.search.vectors import fit_transform, fuse, l2_normalize, transform
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -176,22 +176,21 @@ def main(argv: list[str] | None = None) -> int:
     if tuning:
         kept = tuning["views"]
         catalog, params = fit_transform({v: pooled[v] for v in kept}, whiten=tuning["whiten"])
-        tuned_q = transform({v: queries[v] for v in kept}, params)
         weights = {v: tuning["weights"][v] for v in kept}
-        rankings["fused: tuned (the index's weights)"] = ranked(
-            fuse(tuned_q, weights), fuse(catalog, weights)
-        )
         detector_q = transform({v: detector_queries[v] for v in kept}, params)
         rankings["fused: tuned, the detector's box only (--crops detector)"] = ranked(
             fuse(detector_q, weights), fuse(catalog, weights)
         )
-        index = catalog_search.index
-        if index.clusters_share:
-            row_of = {key: row for row, key in enumerate(ids)}
-            vectors = transform({v: queries[v] for v in index.views}, index.params)
-            share = [catalog_search.share_of(record) for record in encoded["records"]]  # as Catalog.rank
-            hits = search(index, vectors, k=100, clusters_share=share)
-            rankings["fused: tuned + clusters (the index's ranking)"] = np.array(
+        # as Catalog.rank: a guided query with the index's scene profile (simfusion.search.scene)
+        index, records = catalog_search.index, encoded["records"]
+        row_of = {key: row for row, key in enumerate(ids)}
+        vectors = transform({v: queries[v] for v in index.views}, index.params)
+        shares = [catalog_search.share_of(record) for record in records]
+        for name, clusters in (("", False), (" + clusters", True)):
+            if clusters and not index.clusters_share:
+                continue
+            hits = search_as_answered(index, vectors, records, shares=shares, k=100, clusters=clusters)
+            rankings[f"fused: tuned{name} (the index's ranking)"] = np.array(
                 [[row_of[hit["id"]] for hit in found] for found in hits]
             )
     thumbs = np.stack(

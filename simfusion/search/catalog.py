@@ -38,12 +38,11 @@ from simfusion.search.build import (
     repair_index,
 )
 from simfusion.search.graph import GRAPH_K, RERANK_POOL, NeighbourGraph, diffused
-from simfusion.search.guided import GuidedCrops
+from simfusion.search.guided import GuidedCrops, search_as_answered
 from simfusion.search.index import CatalogIndex, search
 from simfusion.search.index_files import load_index
 from simfusion.search.options import SearchOptions, fresh_query
 from simfusion.search.rules import Rules, ruled, with_fields
-from simfusion.search.scene import PROFILES
 from simfusion.search.vectors import transform
 
 log = logging.getLogger(__name__)
@@ -239,7 +238,21 @@ class Catalog(GuidedCrops):
         todo = list(range(len(query_records)))
         out: list[tuple[list[dict[str, Any]], str | None]] = [([], None)] * len(query_records)
         while todo:
-            found = self._search_rows(queries, [query_records[row] for row in todo], todo, wanted, opts)
+            subset = {view: np.asarray(vectors)[todo] for view, vectors in queries.items()}
+            records = [query_records[row] for row in todo]
+            # late and rrf fusion rescore the union of each view's candidates: a wider pool ranks better
+            found = search_as_answered(
+                self.index,
+                subset,
+                records,
+                shares=[self.share_of(record) for record in records],
+                k=max(wanted, 1),
+                candidates=max(wanted, k * opts.candidates),
+                views=opts.views,
+                weights=opts.weights,
+                nprobe=opts.nprobe,
+                ef_search=opts.ef_search,
+            )
             if opts.rerank == "diffusion" and size:
                 graph = self.neighbour_graph()
                 found = [diffused(hits, graph) for hits in found]
@@ -251,39 +264,6 @@ class Catalog(GuidedCrops):
                 if len(out[row][0]) < k and wanted < size:
                     again.append(row)
             todo, wanted = again, min(size, wanted * GROWTH)
-        return out
-
-    def _search_rows(
-        self,
-        queries: Mapping[str, np.ndarray],
-        records: Sequence[Mapping[str, Any]],
-        rows: Sequence[int],
-        wanted: int,
-        opts: SearchOptions,
-    ) -> list[list[dict[str, Any]]]:
-        """The hits of the queries at `rows` of `queries` (their `records`), each searched with its
-        own profile and clusters share."""
-        out: list[list[dict[str, Any]]] = [[] for _ in rows]
-        for profile in PROFILES:
-            mine = [at for at, record in enumerate(records) if self.profile_of(record) == profile]
-            if not mine:
-                continue
-            picked = [rows[at] for at in mine]
-            # late and rrf fusion rescore the union of each view's candidates: a wider pool ranks better
-            found = search(
-                self.index,
-                {view: np.asarray(vectors)[picked] for view, vectors in queries.items()},
-                k=max(wanted, 1),
-                candidates=max(wanted, opts.k * opts.candidates),
-                views=opts.views,
-                weights=opts.weights,
-                nprobe=opts.nprobe,
-                ef_search=opts.ef_search,
-                clusters_share=[self.share_of(records[at]) for at in mine],
-                profile=profile,
-            )
-            for at, hits in zip(mine, found, strict=True):
-                out[at] = hits
         return out
 
     def neighbour_graph(self, *, batch_size: int = 256) -> NeighbourGraph:

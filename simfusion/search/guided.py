@@ -32,11 +32,43 @@ from simfusion.search.crops import (
     nudged_boxes,
     window_boxes,
 )
-from simfusion.search.index import search
+from simfusion.search.index import CatalogIndex, search
 from simfusion.search.options import SearchOptions
-from simfusion.search.scene import CLEAN, SCENE
+from simfusion.search.scene import CLEAN, PROFILES, SCENE
 
 log = logging.getLogger(__name__)
+
+
+def profile_of(record: Mapping[str, Any]) -> str:
+    """The index profile a query is ranked with (simfusion.search.scene): the scene profile for one
+    answered from a catalog-guided crop (its record has a `query_box`), the index's own views and
+    weights for the others."""
+    return SCENE if "query_box" in record else CLEAN
+
+
+def search_as_answered(
+    index: CatalogIndex,
+    queries: Mapping[str, np.ndarray],
+    records: Sequence[Mapping[str, Any]],
+    *,
+    shares: Sequence[float],
+    **options: Any,
+) -> list[list[dict[str, Any]]]:
+    """`index.search` of each query (a row of `queries`, whose record is `records[row]`) with the
+    profile it is answered with (`profile_of`) and its clusters share (`shares[row]`); `options` are
+    search's others."""
+    out: list[list[dict[str, Any]]] = [[] for _ in records]
+    for profile in PROFILES:
+        mine = [row for row, record in enumerate(records) if profile_of(record) == profile]
+        if not mine:
+            continue
+        picked = {view: np.asarray(vectors)[mine] for view, vectors in queries.items()}
+        found = search(
+            index, picked, clusters_share=[shares[row] for row in mine], profile=profile, **options
+        )
+        for row, hits in zip(mine, found, strict=True):
+            out[row] = hits
+    return out
 
 
 class GuidedCrops:
@@ -175,8 +207,4 @@ class GuidedCrops:
             return 0.0
         return GUIDED_SHARE if "query_box" in record else self.index.clusters_share
 
-    @staticmethod
-    def profile_of(record: Mapping[str, Any]) -> str:
-        """The index profile a query is ranked with (simfusion.search.scene): the scene profile for
-        one answered from a catalog-guided crop, the index's own views and weights for the others."""
-        return SCENE if "query_box" in record else CLEAN
+    profile_of = staticmethod(profile_of)  # the module's function, for a catalog's callers
