@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -109,9 +109,11 @@ def objective(problem: Problem, weights: Mapping[str, float], *, k: int, categor
     return {"J": mrr + category_weight * precision, "mrr": mrr, "consensus": precision}
 
 
-def coordinate_ascent(problem: Problem, views: Sequence[str], options: TuneOptions) -> dict[str, float]:
+def coordinate_ascent(
+    problem: Problem, views: Sequence[str], options: TuneOptions, *, keep: Collection[str] = ()
+) -> dict[str, float]:
     """Weights from equal ones, one view at a time over the grid; then views that add less than
-    the tolerance are set to 0 (the cheapest first)."""
+    the tolerance are set to 0 (the cheapest first). A view in `keep` keeps a weight above 0."""
 
     def score(w):
         return objective(problem, w, k=options.k, category_weight=options.category_weight)["J"]
@@ -122,6 +124,8 @@ def coordinate_ascent(problem: Problem, views: Sequence[str], options: TuneOptio
         changed = False
         for view in views:
             for value in options.grid:
+                if view in keep and not value > 0:
+                    continue
                 trial = {**weights, view: value}
                 got = score(trial)
                 if got > best + 1e-9:
@@ -129,7 +133,7 @@ def coordinate_ascent(problem: Problem, views: Sequence[str], options: TuneOptio
         if not changed:
             break
     for view in sorted(views, key=lambda v: weights[v]):
-        if weights[view] > 0 and sum(w > 0 for w in weights.values()) > 1:
+        if view not in keep and weights[view] > 0 and sum(w > 0 for w in weights.values()) > 1:
             trial = {**weights, view: 0.0}
             got = score(trial)
             if got >= best - options.tolerance:
@@ -141,12 +145,12 @@ def scene_tuning(
     problem: Problem, plain: Problem, weights: Mapping[str, float], options: TuneOptions
 ) -> dict[str, Any] | None:
     """The scene profile's weights (simfusion.search.scene): when the tuned views include one that
-    is not scene-safe, the coordinate ascent again over the scene-safe views alone, their consensus
-    neighbours found by them alone (in `plain`, the unwhitened problem); None otherwise. Returns
-    {"weights", "views", "problem"} (the problem solved, for its report)."""
+    is not scene-safe, the coordinate ascent again over every scene-safe view (those the tuning left
+    out too), their consensus neighbours found by them alone (in `plain`, the unwhitened problem);
+    None otherwise. Returns {"weights", "views", "problem"} (the problem solved, for its report)."""
     kept = [view for view, weight in weights.items() if weight > 0]
-    safe = [view for view in kept if scene_safe(view)]
-    if not safe or len(safe) == len(kept):
+    safe = [view for view in weights if scene_safe(view)]
+    if not safe or all(scene_safe(view) for view in kept):
         return None
     sub = Problem(
         {view: problem.copy_scores[view] for view in safe},
@@ -327,6 +331,10 @@ def _report(problems, views, options, *, seconds_before, start, copies, kinds, i
     weights, tuned = results[whiten]
     problem = problems[whiten]
     scene = scene_tuning(problem, problems[False], weights, options)
+    if scene and not all(weights[view] > 0 for view in scene["views"]):
+        # the index must hold every view the scene profile weighs: tuned again, keeping those
+        weights = coordinate_ascent(problem, views, options, keep=scene["views"])
+        tuned = measure(problem, weights)
     report = {
         "weights": weights,
         "views": [view for view in views if weights[view] > 0],

@@ -22,7 +22,7 @@ from simfusion.search.index_edit import add_items, remove_items
 from simfusion.search.index_files import IndexFileError, load_index, meta_problem, save_index
 from simfusion.search.options import SearchOptions
 from simfusion.search.scene import CLEAN, SCENE, scene_profile
-from simfusion.search.tune import TuneOptions, tune_vectors
+from simfusion.search.tune import TuneOptions, coordinate_ascent, tune_vectors
 from simfusion.search.vectors import fit_transform, fuse, l2_normalize, transform
 from simfusion.views.registry import DEFAULT_VIEWS, scene_safe
 
@@ -165,6 +165,7 @@ def test_the_tuning_gives_the_scene_safe_views_weights_of_their_own():
     scene = report["scene"]
     assert set(scene["weights"]) == {"hed_vgg16", "hog"} and set(scene["views"]) <= {"hed_vgg16", "hog"}
     assert scene["views"] and scene["tuned"]["J"] > 0
+    assert all(report["weights"][view] > 0 for view in scene["views"])  # the index holds them
     safe = {view: views[view] for view in ("hed_vgg16", "hog")}
     alone = tune_vectors(
         safe, {v: copies[v] for v in safe}, own=originals, originals=originals, options=options
@@ -241,3 +242,14 @@ def test_fusion_py_gives_an_index_with_movenet_a_scene_profile(tmp_path, coco_mo
         index.meta["scene"]["weights"],
     )
     assert cluster_vectors(fused, index.params, "scene/").shape == (1, meta["scene"]["clusters"]["dim"])
+
+
+def test_a_view_the_scene_profile_needs_is_kept_by_the_tuning():
+    """The clean tuning drops a view that adds nothing to it; asked to keep it (the scene profile
+    weighs it), the same search gives it the best weight above 0 instead."""
+    from tests.search.test_tune import toy_problem
+
+    problem = toy_problem(np.random.default_rng(0))
+    assert coordinate_ascent(problem, ["good", "noise"], TuneOptions())["noise"] == 0
+    kept = coordinate_ascent(problem, ["good", "noise"], TuneOptions(), keep=["noise"])
+    assert kept["noise"] > 0 and kept["good"] > 0
