@@ -15,6 +15,11 @@ that sit a little further away in every view, which is what "similar items" asks
 once and frozen, like the whitening: queries and items added later go through the same matrices.
 On the held-out Fashion-MNIST catalog (1,500 items) it moved P@10 of the five-view fusion from
 0.756 to 0.780 (research, labels only to score); BENCHMARKS.md measures it through the product.
+
+An index with a scene profile (simfusion.search.scene) fits a second projection the same way on
+its scene-safe views' fused vectors; its params sit under a `prefix` ("scene/"), and its catalog
+vectors form one more block after the first (`with_clusters(..., more=...)`, `cluster_probe`'s
+`block`).
 """
 
 from __future__ import annotations
