@@ -82,7 +82,7 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
     windows are encoded once and scored for every chooser; each chooser then nudges its own pick
     (Catalog.pick_crop) with its own views."""
     from simfusion.pipeline import encode_images
-    from simfusion.search.crops import is_unsure
+    from simfusion.search.crops import crop_kind, is_unsure
 
     own_views = list(catalog_search.index.views)
     keys = ["detector", "default", *(f"own:{view}" for view in own_views)]
@@ -105,6 +105,7 @@ def encode_queries(catalog_search, images: list[np.ndarray], views: list[str], *
                     got_extra = catalog_search.encode_crops(image, [box], views=extra)
                     refined.update({view: got_extra[view][0] for view in extra})
                 records[-1]["query_box"], chosen["default"] = box, refined
+                records[-1]["query_crop"] = crop_kind(boxes, box)  # as Catalog.guide
                 for view in own_views:
                     _, refined = catalog_search.pick_crop(image, boxes, crops, views=[view])
                     chosen[f"own:{view}"] = {**own, **refined}  # only its own view is read

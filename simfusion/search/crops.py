@@ -75,6 +75,18 @@ GUIDE_SIDE = 1024
 CROPS = ("guided", "detector")  # guided: the search above for unsure queries; detector: its box only
 
 
+DETECTOR, IMAGE, WINDOW = "detector", "image", "window"  # what a guided query was answered from
+
+
+def crop_kind(boxes: Sequence[Sequence[int]], box: Sequence[int]) -> str:
+    """What the chosen `box` is among a query's candidate `boxes` (the detector's box, then the whole
+    image, then the windows): DETECTOR, IMAGE or WINDOW (a nudged window is a window too)."""
+    for kind, candidate in zip((DETECTOR, IMAGE), boxes[:NUDGED_FROM], strict=False):
+        if list(box) == list(candidate):
+            return kind
+    return WINDOW
+
+
 def window_boxes(height: int, width: int, *, scales: Sequence[float] = WINDOW_SCALES) -> list[list[int]]:
     """The whole image, then square windows of each scale, `WINDOW_STEP` of a window apart:
     [x0, y0, x1, y1]. Along a long thin image's long side they spread further apart, so that no

@@ -19,15 +19,19 @@ import numpy as np
 from simfusion.detect.objectness import working_copy
 from simfusion.pipeline import encode_images
 from simfusion.search.crops import (
+    DETECTOR,
     FIT_SHARE,
     FIT_TOP,
     GUIDE_SIDE,
     GUIDED_SHARE,
+    IMAGE,
     NUDGED_FROM,
     REFINE,
+    WINDOW,
     best_crop,
     box_between,
     crop_fit,
+    crop_kind,
     is_unsure,
     nudged_boxes,
     window_boxes,
@@ -41,9 +45,12 @@ log = logging.getLogger(__name__)
 
 def profile_of(record: Mapping[str, Any]) -> str:
     """The index profile a query is ranked with (simfusion.search.scene): the scene profile for one
-    answered from a catalog-guided crop (its record has a `query_box`), the index's own views and
-    weights for the others."""
-    return SCENE if "query_box" in record else CLEAN
+    answered from a window of its image (its record has a `query_box`, and a `query_crop` of
+    "window"), the index's own views and weights for the others: a query whose best fit was its
+    detector's box or its whole image is a clean shot of the product."""
+    if "query_box" not in record:
+        return CLEAN
+    return SCENE if record.get("query_crop", WINDOW) == WINDOW else CLEAN
 
 
 def search_as_answered(
@@ -83,9 +90,10 @@ class GuidedCrops:
         opts: SearchOptions,
     ) -> list[list[int] | None]:
         """Catalog-guided crops (simfusion.search.crops): each unsure query's rows of `maps` become
-        those of its best-fitting crop, and its record gets that crop as `query_box`. Returns each
-        query's chosen box (None: not guided). The crops are chosen with the index's scene profile
-        (simfusion.search.scene) unless `opts.views` names the views."""
+        those of its best-fitting crop, and its record gets that crop as `query_box` and what it is as
+        `query_crop` (crops.crop_kind). Returns each query's chosen box (None: not guided). The crops
+        are chosen with the index's scene profile (simfusion.search.scene) unless `opts.views` names
+        the views; a query answered from its whole image gets the other views' maps of it too."""
         views = list(opts.views or self.index.scene_views)
         chosen: list[list[int] | None] = [None] * len(images)
         for row, (image, result) in enumerate(zip(images, found, strict=True)):
@@ -96,10 +104,15 @@ class GuidedCrops:
             detected = {**result, "box": box_between(result["box"], image.shape, work.shape)}
             boxes, crop_maps = self.crop_maps(work, detected, {view: maps[view][row] for view in views})
             box, best_maps = self.pick_crop(work, boxes, crop_maps, views=views, weights=opts.weights)
-            box = list(result["box"]) if box == boxes[0] else box_between(box, work.shape, image.shape)
-            for view in views:
+            kind = crop_kind(boxes, box)
+            rest = [view for view in maps if view not in views]  # the detector's box's maps so far
+            if kind == IMAGE and rest:
+                best_maps.update({v: m[0] for v, m in self.encode_crops(work, [box], views=rest).items()})
+            box = list(result["box"]) if kind == DETECTOR else box_between(box, work.shape, image.shape)
+            for view in best_maps:
                 maps[view][row] = best_maps[view]
             chosen[row] = records[row]["query_box"] = box
+            records[row]["query_crop"] = kind
             name = records[row].get("id") or records[row].get("image") or row + 1
             log.info("query %s: detection unsure; answered from crop %s of %d", name, box, len(boxes))
         return chosen

@@ -36,6 +36,6 @@ class SearchOptions:
 
 
 def fresh_query(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a query record without the `query_box` of an earlier answer (an output: the
-    guided crop sets it again when it applies)."""
-    return {key: value for key, value in record.items() if key != "query_box"}
+    """A copy of a query record without the `query_box` and `query_crop` of an earlier answer
+    (outputs: the guided crop sets them again when it applies)."""
+    return {key: value for key, value in record.items() if key not in ("query_box", "query_crop")}

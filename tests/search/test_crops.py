@@ -203,9 +203,10 @@ def test_the_whole_image_is_answered_from_as_it_is(catalog_model, monkeypatch):
     model, held = catalog_model
     catalog = Catalog.open(model, detector="objectness")
     scene, _ = in_a_scene(load_image(os.path.join(SAMPLE_DATA, held["image"])))
-    monkeypatch.setattr("simfusion.search.catalog.best_crop", lambda fits: 1)  # row 1: the whole image
+    monkeypatch.setattr("simfusion.search.guided.best_crop", lambda fits: 1)  # row 1: the whole image
     [answer] = catalog.search_images([scene], k=3)
     assert answer["query_box"] == [0, 0, scene.shape[1], scene.shape[0]]
+    assert answer["query_crop"] == "image"  # a clean shot: ranked with the index's own views
 
 
 @pytest.mark.slow

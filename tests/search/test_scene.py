@@ -17,6 +17,8 @@ from simfusion.io.store import store_path, write_store
 from simfusion.search.build import build_catalog_index, index_path
 from simfusion.search.catalog import Catalog
 from simfusion.search.clusters import CLUSTERS, SHARE, cluster_vectors, with_clusters
+from simfusion.search.crops import DETECTOR, IMAGE, WINDOW, crop_kind
+from simfusion.search.guided import profile_of
 from simfusion.search.index import build_index, search
 from simfusion.search.index_edit import add_items, remove_items
 from simfusion.search.index_files import IndexFileError, load_index, meta_problem, save_index
@@ -203,8 +205,12 @@ def test_the_catalog_ranks_a_guided_query_with_the_scene_profile(tmp_path):
     catalog = Catalog.open(tmp_path / "model")
     assert catalog.index.scene_views == ["hed_vgg16", "hog"]
     queries = catalog.vectors({view: v[:2] + 0.05 for view, v in views.items()})
-    records = [{"id": "shot"}, {"id": "scene", "query_box": [0, 0, 10, 10]}]
+    records = [{"id": "shot"}, {"id": "scene", "query_box": [0, 0, 10, 10], "query_crop": WINDOW}]
     assert [catalog.profile_of(r) for r in records] == [CLEAN, SCENE]
+    # a guided query whose best fit was its detector's box or its whole image is a clean shot
+    for kind, profile in ((DETECTOR, CLEAN), (IMAGE, CLEAN), (WINDOW, SCENE)):
+        assert profile_of({"query_box": [0, 0, 4, 4], "query_crop": kind}) == profile
+    assert profile_of({"query_box": [0, 0, 4, 4]}) == SCENE  # a record from before query_crop
     ranked = catalog.rank(queries, records, SearchOptions(k=5))
     clean, scene = (results for results, _ in ranked)
     assert POSE in clean[0]["scores"] and POSE not in scene[0]["scores"]
@@ -253,3 +259,9 @@ def test_a_view_the_scene_profile_needs_is_kept_by_the_tuning():
     assert coordinate_ascent(problem, ["good", "noise"], TuneOptions())["noise"] == 0
     kept = coordinate_ascent(problem, ["good", "noise"], TuneOptions(), keep=["noise"])
     assert kept["noise"] > 0 and kept["good"] > 0
+
+
+def test_a_chosen_crop_says_what_it_is():
+    boxes = [[5, 5, 40, 40], [0, 0, 64, 48], [0, 0, 24, 24], [8, 0, 32, 24]]
+    assert [crop_kind(boxes, box) for box in boxes] == [DETECTOR, IMAGE, WINDOW, WINDOW]
+    assert crop_kind(boxes, [9, 1, 33, 25]) == WINDOW  # a nudged window
