@@ -183,14 +183,14 @@ def main(argv: list[str] | None = None) -> int:
             fuse(detector_q, weights), fuse(catalog, weights)
         )
         # as Catalog.rank: a guided query with the index's scene profile (simfusion.search.scene)
-        index, records = catalog_search.index, encoded["records"]
+        index, answered = catalog_search.index, encoded["records"]
         row_of = {key: row for row, key in enumerate(ids)}
         vectors = transform({v: queries[v] for v in index.views}, index.params)
-        shares = [catalog_search.share_of(record) for record in records]
+        shares = [catalog_search.share_of(record) for record in answered]
         for name, clusters in (("", False), (" + clusters", True)):
             if clusters and not index.clusters_share:
                 continue
-            hits = search_as_answered(index, vectors, records, shares=shares, k=100, clusters=clusters)
+            hits = search_as_answered(index, vectors, answered, shares=shares, k=100, clusters=clusters)
             rankings[f"fused: tuned{name} (the index's ranking)"] = np.array(
                 [[row_of[hit["id"]] for hit in found] for found in hits]
             )
